@@ -1,0 +1,22 @@
+"""Domain errors. Services raise these; one API handler maps them to HTTP."""
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """A business rule refused the request; `message` is safe to show to the caller."""
+
+    status_code = 400
+
+    def __init__(
+        self, message: str, *, extra: dict[str, Any] | None = None, status_code: int | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404

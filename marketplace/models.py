@@ -1,0 +1,75 @@
+"""The catalogue: one listing per server name, derived from the mirror (or made by a creator).
+
+Registry text reaches these columns only through `common.text.clean_text` (capped, no control
+characters); templates escape it, and nothing here is ever rendered as HTML.
+"""
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+
+from common.models import TimeStampedModel
+
+
+class ListingStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DEPRECATED = "deprecated", "Deprecated"
+    DELETED = "deleted", "Deleted upstream"
+    GONE = "gone", "Gone from the registry"
+
+
+class ListingSource(models.TextChoices):
+    REGISTRY = "registry", "Official MCP Registry"
+    CREATOR = "creator", "Published by its creator on Toolbooth"
+
+
+class Listing(TimeStampedModel):
+    name = models.CharField(max_length=200, unique=True)
+    source = models.CharField(
+        max_length=16, choices=ListingSource.choices, default=ListingSource.REGISTRY
+    )
+    title = models.CharField(max_length=100, blank=True, default="")
+    description = models.CharField(max_length=2000, blank=True, default="")
+    latest_version = models.CharField(max_length=255, blank=True, default="")
+    version_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=ListingStatus.choices, default=ListingStatus.ACTIVE
+    )
+    status_message = models.CharField(max_length=500, blank=True, default="")
+    website_url = models.URLField(max_length=500, blank=True, default="")
+    repository_url = models.URLField(max_length=500, blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
+    upstream_updated_at = models.DateTimeField(null=True, blank=True)
+    # Facets, denormalised from the latest version so filters are one indexed lookup.
+    has_remote = models.BooleanField(default=False)
+    has_package = models.BooleanField(default=False)
+    # Comma-delimited with leading/trailing commas (",npm,pypi,") so `contains=",npm,"` is exact
+    # on every database.
+    package_types = models.CharField(max_length=200, blank=True, default="")
+    transports = models.CharField(max_length=200, blank=True, default="")
+    # Maintained by billing when plans change (",free,subscription,").
+    price_models = models.CharField(max_length=100, blank=True, default="")
+    # "io github acme weather": the name split into words for full-text search.
+    name_words = models.CharField(max_length=300, blank=True, default="")
+    search_vector = SearchVectorField(null=True, blank=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_listings",
+    )
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(fields=["status", "name"], name="listing_status_name"),
+            models.Index(fields=["-upstream_updated_at"], name="listing_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name.split("/", 1)[-1]
