@@ -6,6 +6,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/toolbo
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("LICENSE_KEY_PEPPER", "test-only-pepper")
+os.environ.setdefault("GATEWAY_IDENTITY_SECRET", "test-only-identity-secret")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
 
 from config.settings.base import *  # noqa: F403

@@ -1,0 +1,60 @@
+"""License key format: greppable prefix, 32 random bytes, checksum suffix; stored as HMAC only.
+
+`tb_live_` / `tb_test_` + 43 base62 chars (32 bytes) + 6 base62 chars of CRC32 over the rest, the
+shape secret scanners recognise (like GitHub's tokens). A key that fails the checksum is rejected
+without any lookup. We keep only HMAC-SHA256(pepper, key) and a short display prefix.
+"""
+
+import hashlib
+import hmac
+import secrets
+import zlib
+
+from django.conf import settings
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BODY_LEN = 43  # 62**43 > 2**256
+_CHECK_LEN = 6  # 62**6 > 2**32
+PREFIXES = ("tb_live_", "tb_test_")
+KEY_LENGTH = 8 + _BODY_LEN + _CHECK_LEN
+DISPLAY_PREFIX_LENGTH = 14
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _checksum(text: str) -> str:
+    return _base62(zlib.crc32(text.encode()), _CHECK_LEN)
+
+
+def key_generate(*, live: bool) -> str:
+    """A new raw key. Shown to its owner once, never stored."""
+    prefix = PREFIXES[0] if live else PREFIXES[1]
+    body = _base62(int.from_bytes(secrets.token_bytes(32), "big"), _BODY_LEN)
+    return prefix + body + _checksum(prefix + body)
+
+
+def key_is_well_formed(raw_key: str) -> bool:
+    """Shape and checksum only: rejects typos and garbage before any cache or DB lookup."""
+    if len(raw_key) != KEY_LENGTH or not raw_key.startswith(PREFIXES):
+        return False
+    head, check = raw_key[:-_CHECK_LEN], raw_key[-_CHECK_LEN:]
+    if any(c not in _ALPHABET for c in raw_key[8:]):
+        return False
+    return hmac.compare_digest(_checksum(head), check)
+
+
+def key_hash(raw_key: str) -> str:
+    """HMAC-SHA256 under the server-side pepper: what we store and what caches are keyed by."""
+    pepper = settings.LICENSE_KEY_PEPPER.encode()
+    return hmac.new(pepper, raw_key.encode(), hashlib.sha256).hexdigest()
+
+
+def key_display_prefix(raw_key: str) -> str:
+    """Enough to recognise a key in a list (`tb_live_3kT9xQ`), far too little to use it."""
+    return raw_key[:DISPLAY_PREFIX_LENGTH]
