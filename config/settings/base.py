@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "marketplace",
     "billing",
     "gateway",
+    "demo",
 ]
 
 MIDDLEWARE = [
