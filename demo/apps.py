@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class DemoConfig(AppConfig):
-    """The demo: seed data and a one-process runner on embedded defaults. Top of the import order."""
+    """The demo: seed data and a one-process runner. Sits on top of the import order."""
 
     name = "demo"
