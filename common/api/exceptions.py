@@ -26,7 +26,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    if isinstance(exc.detail if hasattr(exc, "detail") else None, (list, dict)):  # type: ignore[attr-defined]
+    if isinstance(getattr(exc, "detail", None), (list, dict)):
         response.data = {"message": "Validation error", "extra": {"fields": response.data}}
     else:
         response.data = {"message": response.data.get("detail", str(exc)), "extra": {}}
