@@ -13,3 +13,8 @@ def server_versions_for_name(*, name: str) -> QuerySet[ServerVersion]:
 def server_latest_versions(*, names: list[str]) -> QuerySet[ServerVersion]:
     """The latest version row of each given name (at most one per name)."""
     return ServerVersion.objects.filter(name__in=names, is_latest=True)
+
+
+def server_versions_for_names(*, names: list[str]) -> QuerySet[ServerVersion]:
+    """Every mirrored version of many servers at once (for batch readers such as the catalogue)."""
+    return ServerVersion.objects.filter(name__in=names)

@@ -13,8 +13,21 @@ REGISTRY_WATERMARK_MARGIN_SECONDS = env_int("REGISTRY_WATERMARK_MARGIN_SECONDS",
 REGISTRY_FULL_RECONCILE_HOURS = env_int("REGISTRY_FULL_RECONCILE_HOURS", 24)
 # Called with the list of names a sync changed, so higher apps refresh what they derive from
 # the mirror without registry_sync importing them (imports flow upward only).
-REGISTRY_NAMES_CHANGED_HOOKS: list[str] = ["marketplace.services.listings_refresh_from_registry"]
+REGISTRY_NAMES_CHANGED_HOOKS: list[str] = [
+    "marketplace.services.listings_refresh_from_registry",
+    # After the catalogue refresh: verifies creators' claim tokens and transfers ownership.
+    "billing.services.claims.claims_verify_from_registry",
+]
 # Returns the subset of names that people pay for; their disappearance raises an alert.
 REGISTRY_PROTECTED_NAMES_PROVIDER = env_str(
-    "REGISTRY_PROTECTED_NAMES_PROVIDER", "marketplace.selectors.listing_names_with_buyers"
+    "REGISTRY_PROTECTED_NAMES_PROVIDER", "billing.selectors.listing_names_with_buyers"
 )
+# Retry backoff: full jitter over base * 2**attempt, capped (the ingress sends no Retry-After).
+REGISTRY_BACKOFF_BASE_SECONDS = env_float("REGISTRY_BACKOFF_BASE_SECONDS", 1.0)
+REGISTRY_BACKOFF_MAX_SECONDS = env_float("REGISTRY_BACKOFF_MAX_SECONDS", 60.0)
+# The offline snapshot (`sync_registry --snapshot`, the demo); empty = the bundled file.
+REGISTRY_SNAPSHOT_PATH = env_str("REGISTRY_SNAPSHOT_PATH", "")
+# An incremental sync re-reads /versions of each name it touched (isLatest flips are not in the
+# updated_since pages); above this many names a plain listing walk is cheaper. 0 = automatic
+# (the number of 100-row pages the mirror would take, at least 50).
+REGISTRY_REFETCH_MAX_NAMES = env_int("REGISTRY_REFETCH_MAX_NAMES", 0)
