@@ -4,6 +4,8 @@ Names are case-sensitive (`io.github.Foo/x` and `io.github.foo/x` are different 
 columns use the database's default, case-sensitive comparison.
 """
 
+from typing import Any
+
 from django.db import models
 
 from common.models import TimeStampedModel
@@ -50,7 +52,7 @@ class ServerVersion(TimeStampedModel):
         return f"{self.name}@{self.version}"
 
     @property
-    def server(self) -> dict:
+    def server(self) -> dict[str, Any]:
         server = self.raw.get("server") if isinstance(self.raw, dict) else None
         return server if isinstance(server, dict) else {}
 
