@@ -25,3 +25,29 @@ LICENSE_KEY_PEPPER = env_required(
 )
 # Keys minted here are tb_live_ only when talking to real Stripe in live mode.
 LICENSE_KEYS_LIVE = STRIPE_SECRET_KEY.startswith("sk_live_")
+
+# Billing policy knobs (issue 3).
+# A claim token stays valid this long; the creator must publish a version carrying it before.
+BILLING_CLAIM_TOKEN_TTL_DAYS = env_int("BILLING_CLAIM_TOKEN_TTL_DAYS", 30)
+# Rotating a key keeps the old one working this long so deployments can switch over.
+BILLING_KEY_ROTATION_OVERLAP_HOURS = env_int("BILLING_KEY_ROTATION_OVERLAP_HOURS", 24)
+BILLING_MAX_KEYS_PER_LICENSE = env_int("BILLING_MAX_KEYS_PER_LICENSE", 20)
+# A past_due subscription keeps tool access this long while Stripe retries the payment.
+BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 3)
+# Prefix of Billing Meter event names, so several environments can share one Stripe account.
+STRIPE_METER_EVENT_PREFIX = env_str("STRIPE_METER_EVENT_PREFIX", "toolbooth")
+# Connect Express accounts are created in this country unless the creator says otherwise.
+STRIPE_CONNECT_DEFAULT_COUNTRY = env_str("STRIPE_CONNECT_DEFAULT_COUNTRY", "US")
+
+# Billing's periodic jobs join the one beat schedule (defined in config.settings.celery).
+from config.settings.celery import CELERY_BEAT_SCHEDULE  # noqa: E402
+
+CELERY_BEAT_SCHEDULE["billing-plan-prices-apply-due"] = {
+    # Price increases reach existing subscribers when their notice period ends.
+    "task": "billing.tasks.plan_prices_apply_due_task",
+    "schedule": 15 * 60,
+}
+CELERY_BEAT_SCHEDULE["billing-licenses-expire-due"] = {
+    "task": "billing.tasks.licenses_expire_due_task",
+    "schedule": 15 * 60,
+}

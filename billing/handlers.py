@@ -1,0 +1,91 @@
+"""Stripe event type -> handler. Every handler is idempotent and, where order matters, re-reads
+the object from Stripe instead of trusting the event's snapshot (delivery is at-least-once and
+unordered). Handlers run inside `stripe_event_process`, which holds the event row's lock.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from billing.models import OrderStatus, StripeEvent
+from billing.services.checkout import checkout_fulfil, checkout_order_close
+from billing.services.creators import connect_account_sync
+from billing.services.subscriptions import (
+    charge_refunded,
+    dispute_created,
+    invoice_paid_record,
+    invoice_subscription_id,
+    obj_id,
+    subscription_sync,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _object(event: StripeEvent) -> dict[str, Any]:
+    obj = event.payload.get("data", {}).get("object", {})
+    return obj if isinstance(obj, dict) else {}
+
+
+def handle_checkout_completed(event: StripeEvent) -> None:
+    """Fulfil the order (re-reads the session; the order lock makes it once-only). A delayed
+    payment method completes unpaid: `async_payment_succeeded` fulfils it later."""
+    checkout_fulfil(session_id=str(_object(event)["id"]), stripe_event_id=event.stripe_event_id)
+
+
+def handle_checkout_expired(event: StripeEvent) -> None:
+    """Drop the pending order (a completed order is never touched)."""
+    checkout_order_close(session_id=str(_object(event)["id"]), status=OrderStatus.EXPIRED)
+
+
+def handle_checkout_async_failed(event: StripeEvent) -> None:
+    checkout_order_close(session_id=str(_object(event)["id"]), status=OrderStatus.FAILED)
+
+
+def handle_subscription_changed(event: StripeEvent) -> None:
+    """created / updated / deleted all mean "re-read the subscription and mirror it"."""
+    subscription_sync(
+        stripe_subscription_id=str(_object(event)["id"]), stripe_event_id=event.stripe_event_id
+    )
+
+
+def handle_invoice_paid(event: StripeEvent) -> None:
+    """Record the revenue (once per invoice id) and re-sync the subscription."""
+    invoice_paid_record(invoice=_object(event), stripe_event_id=event.stripe_event_id)
+
+
+def handle_invoice_payment_failed(event: StripeEvent) -> None:
+    """Dunning: the subscription's status (past_due, later unpaid) drives the license."""
+    sub_id = invoice_subscription_id(_object(event))
+    if sub_id:
+        subscription_sync(stripe_subscription_id=sub_id, stripe_event_id=event.stripe_event_id)
+
+
+def handle_account_updated(event: StripeEvent) -> None:
+    """Re-read the connected account; store its charges/payouts flags."""
+    account_id = event.account or obj_id(_object(event))
+    connect_account_sync(stripe_account_id=account_id)
+
+
+def handle_charge_refunded(event: StripeEvent) -> None:
+    charge_refunded(charge=_object(event), stripe_event_id=event.stripe_event_id)
+
+
+def handle_dispute_created(event: StripeEvent) -> None:
+    dispute_created(dispute=_object(event), stripe_event_id=event.stripe_event_id)
+
+
+HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
+    "checkout.session.completed": handle_checkout_completed,
+    "checkout.session.async_payment_succeeded": handle_checkout_completed,
+    "checkout.session.async_payment_failed": handle_checkout_async_failed,
+    "checkout.session.expired": handle_checkout_expired,
+    "customer.subscription.created": handle_subscription_changed,
+    "customer.subscription.updated": handle_subscription_changed,
+    "customer.subscription.deleted": handle_subscription_changed,
+    "invoice.paid": handle_invoice_paid,
+    "invoice.payment_failed": handle_invoice_payment_failed,
+    "account.updated": handle_account_updated,
+    "charge.refunded": handle_charge_refunded,
+    "charge.dispute.created": handle_dispute_created,
+}

@@ -1,0 +1,186 @@
+"""Billing reads. `entitlement_get_by_key_hash` is on the gateway's cache-miss path: one query."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from billing.entitlements import Entitlement, ToolPrice
+from billing.models import (
+    LIVE_LICENSE_STATUSES,
+    ApiKey,
+    CheckoutOrder,
+    Creator,
+    License,
+    LicenseStatus,
+    Plan,
+    PlanPrice,
+)
+from common.exceptions import NotFoundError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def license_is_usable(*, license: License, now: datetime | None = None) -> bool:
+    """Active, or past_due within the grace period while Stripe retries the payment."""
+    now = now or timezone.now()
+    if license.expires_at is not None and license.expires_at <= now:
+        return False
+    if license.status == LicenseStatus.ACTIVE:
+        return True
+    if license.status == LicenseStatus.PAST_DUE:
+        grace = timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
+        return license.status_changed_at + grace > now
+    return False
+
+
+def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
+    """What the key may do, or None for an unknown, revoked or expired key, or a license that
+    may not call (anything but active, or past_due past its grace period).
+
+    One query (select_related over key → license → plan, price version, subscription, listing).
+    `status` is the access status the gateway enforces: "active" also for a past_due license
+    still inside its grace period (the true license status is in the license API).
+    """
+    key = (
+        ApiKey.objects.select_related(
+            "license__plan",
+            "license__plan_price",
+            "license__listing",
+            "license__creator_subscription",
+        )
+        .filter(key_hash=key_hash, revoked_at__isnull=True)
+        .first()
+    )
+    if key is None:
+        return None
+    now = timezone.now()
+    if key.expires_at is not None and key.expires_at <= now:
+        return None
+    lic = key.license
+    if not license_is_usable(license=lic, now=now):
+        return None
+    plan, price, sub = lic.plan, lic.plan_price, lic.creator_subscription
+    expiries = [d for d in (key.expires_at, lic.expires_at) if d is not None]
+    period_start = (
+        sub.current_period_start if sub and sub.current_period_start else _month_start(now)
+    )
+    metered = plan.is_metered and sub is not None and bool(plan.meter_event_name)
+    if plan.kind == "subscription":
+        unit_amount = price.overage_amount
+    elif plan.kind == "per_call":
+        unit_amount = price.per_call_amount
+    else:
+        unit_amount = 0
+    tool_prices = {
+        str(tool): ToolPrice(
+            unit_amount=int(spec.get("unit_amount", 0)), excluded=bool(spec.get("excluded", False))
+        )
+        for tool, spec in (price.tool_prices or {}).items()
+        if isinstance(spec, dict)
+    }
+    return Entitlement(
+        key_id=key.pk,
+        license_id=lic.pk,
+        listing_id=lic.listing_id,
+        listing_name=lic.listing.name,
+        plan_id=plan.pk,
+        plan_kind=plan.kind,
+        status=LicenseStatus.ACTIVE.value,
+        currency=plan.currency,
+        rate_limit_per_minute=plan.rate_limit_per_minute,
+        included_calls=plan.included_calls,
+        hard_cap=plan.hard_cap or plan.kind in ("free", "one_time"),
+        unit_amount=unit_amount,
+        overage_unit_amount=price.overage_amount,
+        tool_prices=tool_prices,
+        daily_spend_cap=key.daily_spend_cap,
+        monthly_spend_cap=key.monthly_spend_cap,
+        stripe_customer_id=sub.stripe_customer_id if metered and sub else None,
+        meter_event_name=plan.meter_event_name if metered else None,
+        expires_at=min(expiries).timestamp() if expiries else None,
+        period_start=period_start.astimezone(UTC).timestamp(),
+    )
+
+
+def listing_names_with_buyers(*, names: list[str]) -> set[str]:
+    """Names (of the given ones) with any non-revoked license: their vanishing upstream needs a
+    person, not a silent change (registry_sync's protected-names provider)."""
+    return set(
+        License.objects.filter(listing__name__in=names)
+        .exclude(status=LicenseStatus.REVOKED)
+        .values_list("listing__name", flat=True)
+        .distinct()
+    )
+
+
+def plan_price_latest(*, plan: Plan) -> PlanPrice:
+    """The newest price version: what a new buyer pays."""
+    price = PlanPrice.objects.filter(plan=plan).order_by("-version").first()
+    if price is None:
+        raise NotFoundError("This plan has no price.")
+    return price
+
+
+def plans_for_listing(*, listing_id: int, active_only: bool = True) -> QuerySet[Plan]:
+    qs = Plan.objects.filter(listing_id=listing_id)
+    if active_only:
+        qs = qs.filter(active=True)
+    return qs.order_by("pk")
+
+
+def creator_get_for_user(*, user: User) -> Creator | None:
+    return Creator.objects.select_related("connect").filter(user_id=user.pk).first()
+
+
+def license_list_for_buyer(*, buyer: User) -> QuerySet[License]:
+    return License.objects.filter(buyer_id=buyer.pk).select_related("plan", "listing", "plan_price")
+
+
+def license_get_for_buyer(*, buyer: User, license_id: int) -> License:
+    """The buyer's own license; someone else's is indistinguishable from a missing one (404)."""
+    lic = license_list_for_buyer(buyer=buyer).filter(pk=license_id).first()
+    if lic is None:
+        raise NotFoundError("Not found.")
+    return lic
+
+
+def api_key_list_for_license(*, license: License) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(license=license).order_by("-created_at")
+
+
+def api_key_get_for_buyer(*, buyer: User, license_id: int, key_id: int) -> ApiKey:
+    key = (
+        ApiKey.objects.filter(pk=key_id, license_id=license_id, license__buyer_id=buyer.pk)
+        .select_related("license")
+        .first()
+    )
+    if key is None:
+        raise NotFoundError("Not found.")
+    return key
+
+
+def checkout_order_get_for_buyer(*, buyer: User, session_id: str) -> CheckoutOrder:
+    order = (
+        CheckoutOrder.objects.filter(stripe_session_id=session_id, buyer_id=buyer.pk)
+        .select_related("plan__listing")
+        .first()
+    )
+    if order is None:
+        raise NotFoundError("Not found.")
+    return order
+
+
+def license_live_for(*, buyer: User, plan: Plan) -> License | None:
+    return License.objects.filter(
+        buyer_id=buyer.pk, plan=plan, status__in=LIVE_LICENSE_STATUSES
+    ).first()

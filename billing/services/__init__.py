@@ -1,0 +1,2 @@
+"""Billing writes, one module per entity group. Each function states its invariant, the lock it
+expects and why it is idempotent."""

@@ -1,0 +1,252 @@
+"""Subscriptions and invoices: mirror Stripe's subscription state onto our licenses, record
+subscription revenue, and react to refunds and disputes."""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from billing import stripe_client
+from billing.lock_objects import creator_subscription_lock, licenses_lock
+from billing.models import (
+    CheckoutOrder,
+    CreatorSubscription,
+    License,
+    LicenseStatus,
+    Plan,
+    Sale,
+    SaleKind,
+)
+from billing.services.checkout import fee_amount
+from billing.services.licenses import invalidate_licenses_on_commit, license_set_status
+
+logger = logging.getLogger(__name__)
+
+# Stripe subscription status -> license status. Missing statuses (incomplete) change nothing.
+SUBSCRIPTION_TO_LICENSE = {
+    "active": LicenseStatus.ACTIVE,
+    "trialing": LicenseStatus.ACTIVE,
+    "past_due": LicenseStatus.PAST_DUE,
+    "unpaid": LicenseStatus.SUSPENDED,
+    "paused": LicenseStatus.SUSPENDED,
+    "canceled": LicenseStatus.EXPIRED,
+    "incomplete_expired": LicenseStatus.EXPIRED,
+}
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), tz=UTC) if value else None
+
+
+def obj_id(value: Any) -> str:
+    """An expandable field's id, whether Stripe sent the id or the expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return ""
+
+
+def subscription_sync(
+    *, stripe_subscription_id: str, stripe_event_id: str = ""
+) -> CreatorSubscription | None:
+    """Re-read the subscription from Stripe and mirror it onto our row and its licenses.
+
+    Order-proof: whatever order `customer.subscription.*` / `invoice.*` events arrive in, each
+    one stores Stripe's current state, so the last processed event leaves the right state.
+    Holds the subscription row lock, then its licenses' locks (pk order). Idempotent: an
+    unchanged status writes no history.
+    """
+    sub = (
+        stripe_client.get_client()
+        .v1.subscriptions.retrieve(stripe_subscription_id, params={"expand": ["items.data.price"]})
+        .to_dict()
+    )
+    status = str(sub["status"])
+    items = list((sub.get("items") or {}).get("data") or [])
+    period_start = _ts(items[0]["current_period_start"]) if items else None
+    period_end = _ts(items[0]["current_period_end"]) if items else None
+    item_map = {obj_id(it["price"]): str(it["id"]) for it in items}
+    with transaction.atomic():
+        row = creator_subscription_lock(stripe_subscription_id=stripe_subscription_id)
+        if row is None:
+            row = _row_from_metadata(sub=sub, status=status)
+            if row is None:
+                logger.info("billing.subscription_unknown", extra={"sub": stripe_subscription_id})
+                return None
+        changed_period = row.current_period_start != period_start
+        row.status = status
+        row.cancel_at_period_end = bool(sub["cancel_at_period_end"])
+        row.current_period_start = period_start
+        row.current_period_end = period_end
+        row.items = item_map
+        row.save()
+        target = SUBSCRIPTION_TO_LICENSE.get(status)
+        license_ids = list(row.licenses.values_list("pk", flat=True))
+        for lic in licenses_lock(pks=license_ids):
+            if target is not None:
+                license_set_status(
+                    license=lic,
+                    to_status=target,
+                    reason=f"subscription {status}",
+                    stripe_event_id=stripe_event_id,
+                )
+        if changed_period:
+            invalidate_licenses_on_commit(license_ids=license_ids)  # quota month moved
+    return row
+
+
+def _row_from_metadata(*, sub: dict[str, Any], status: str) -> CreatorSubscription | None:
+    """`customer.subscription.created` can arrive before `checkout.session.completed`: build the
+    row from the metadata we put on the subscription at checkout. Call inside a transaction."""
+    meta = sub.get("metadata") or {}
+    order_id = meta.get("order_id")
+    order = CheckoutOrder.objects.filter(pk=order_id).first() if order_id else None
+    if order is None:
+        return None
+    row = CreatorSubscription(
+        buyer_id=order.buyer_id,
+        creator_id=order.creator_id,
+        stripe_subscription_id=str(sub["id"]),
+        stripe_customer_id=obj_id(sub.get("customer")),
+        status=status,
+        platform_fee_bps=order.platform_fee_bps,
+    )
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        return creator_subscription_lock(stripe_subscription_id=str(sub["id"]))
+    return creator_subscription_lock(stripe_subscription_id=str(sub["id"]))
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """This API version has no `invoice.subscription`; it is under parent.subscription_details."""
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return obj_id(details.get("subscription")) or None
+
+
+def invoice_paid_record(*, invoice: dict[str, Any], stripe_event_id: str = "") -> Sale | None:
+    """Record a paid subscription invoice as a sale (fee at the subscription's recorded rate),
+    then re-sync the subscription. Idempotent: the sale's source_ref is the invoice id (unique).
+    """
+    sub_id = invoice_subscription_id(invoice)
+    if not sub_id:
+        return None
+    sale = None
+    row = CreatorSubscription.objects.filter(stripe_subscription_id=sub_id).first()
+    if row is None:
+        subscription_sync(stripe_subscription_id=sub_id, stripe_event_id=stripe_event_id)
+        row = CreatorSubscription.objects.filter(stripe_subscription_id=sub_id).first()
+    gross = int(invoice.get("amount_paid") or 0)
+    if row is not None and gross > 0:
+        lic = row.licenses.order_by("pk").first()
+        fee = fee_amount(gross=gross, bps=row.platform_fee_bps)
+        try:
+            with transaction.atomic():
+                sale = Sale.objects.create(
+                    kind=SaleKind.INVOICE,
+                    source_ref=f"invoice:{invoice['id']}",
+                    creator=row.creator,
+                    buyer=row.buyer,
+                    listing_id=lic.listing_id if lic else _listing_id_from(invoice),
+                    license=lic,
+                    gross_amount=gross,
+                    platform_fee_bps=row.platform_fee_bps,
+                    platform_fee_amount=fee,
+                    net_amount=gross - fee,
+                    currency=str(invoice["currency"]),
+                    stripe_invoice_id=str(invoice["id"]),
+                )
+        except IntegrityError:
+            sale = Sale.objects.get(source_ref=f"invoice:{invoice['id']}")
+    subscription_sync(stripe_subscription_id=sub_id, stripe_event_id=stripe_event_id)
+    return sale
+
+
+def _listing_id_from(invoice: dict[str, Any]) -> int:
+    """The first invoice can be paid before checkout completes (no license yet): find the
+    listing through the plan id we put in the subscription's metadata at checkout."""
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    plan_id = str((details.get("metadata") or {}).get("plan_id") or "")
+    if not plan_id.isdigit():
+        raise ValueError("invoice.paid for a subscription without our plan id")
+    listing_id = Plan.objects.filter(pk=plan_id).values_list("listing_id", flat=True).first()
+    if listing_id is None:
+        raise ValueError("invoice.paid for a subscription whose plan is unknown")
+    return int(listing_id)
+
+
+def charge_refunded(*, charge: dict[str, Any], stripe_event_id: str = "") -> License | None:
+    """A full refund revokes the license the payment bought and records a negative sale row;
+    a partial refund records the row only. Idempotent: the refund row is keyed by the charge
+    and refunded amount, and revoked is terminal. Takes the license lock."""
+    pi_id = obj_id(charge.get("payment_intent"))
+    original = (
+        Sale.objects.filter(stripe_payment_intent_id=pi_id, kind=SaleKind.ONE_TIME).first()
+        if pi_id
+        else None
+    )
+    if original is None:
+        logger.info("billing.refund_unmatched", extra={"charge": charge["id"]})
+        return None
+    refunded = int(charge.get("amount_refunded") or 0)
+    fee = fee_amount(gross=refunded, bps=original.platform_fee_bps)
+    try:
+        with transaction.atomic():
+            Sale.objects.create(
+                kind=SaleKind.REFUND,
+                source_ref=f"refund:{charge['id']}:{refunded}",
+                creator=original.creator,
+                buyer=original.buyer,
+                listing_id=original.listing_id,
+                license=original.license,
+                order=original.order,
+                gross_amount=-refunded,
+                platform_fee_bps=original.platform_fee_bps,
+                platform_fee_amount=-fee,
+                net_amount=-(refunded - fee),
+                currency=original.currency,
+                stripe_payment_intent_id=pi_id,
+            )
+    except IntegrityError:
+        pass  # this refund was recorded by an earlier delivery
+    if original.license is None or not (
+        charge.get("refunded") or refunded >= original.gross_amount
+    ):
+        return original.license
+    with transaction.atomic():
+        for lic in licenses_lock(pks=[original.license_id]):  # type: ignore[list-item]
+            license_set_status(
+                license=lic,
+                to_status=LicenseStatus.REVOKED,
+                reason="payment refunded",
+                stripe_event_id=stripe_event_id,
+            )
+    return original.license
+
+
+def dispute_created(*, dispute: dict[str, Any], stripe_event_id: str = "") -> License | None:
+    """A dispute suspends the license the payment bought until it is resolved by a person.
+    Idempotent (suspending a suspended license is a no-op). Takes the license lock."""
+    pi_id = obj_id(dispute.get("payment_intent"))
+    if not pi_id and isinstance(dispute.get("charge"), dict):
+        pi_id = obj_id(dispute["charge"].get("payment_intent"))
+    original = (
+        Sale.objects.filter(stripe_payment_intent_id=pi_id, kind=SaleKind.ONE_TIME).first()
+        if pi_id
+        else None
+    )
+    if original is None or original.license_id is None:
+        logger.info("billing.dispute_unmatched", extra={"dispute": dispute["id"]})
+        return None
+    with transaction.atomic():
+        for lic in licenses_lock(pks=[original.license_id]):
+            license_set_status(
+                license=lic,
+                to_status=LicenseStatus.SUSPENDED,
+                reason="payment disputed",
+                stripe_event_id=stripe_event_id,
+            )
+    return original.license

@@ -1,0 +1,52 @@
+"""Celery tasks: thin wrappers that load ids, call one service and decide retries."""
+
+import logging
+
+from celery import shared_task
+
+from billing.models import StripeEvent
+from billing.services.events import stripe_event_process
+from billing.services.licenses import licenses_expire_due
+from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
+
+logger = logging.getLogger(__name__)
+
+# Stripe retries webhooks for days; our own retries only cover short outages (Stripe or DB).
+EVENT_MAX_RETRIES = 5
+
+
+@shared_task(bind=True, max_retries=EVENT_MAX_RETRIES, acks_late=True)  # type: ignore[untyped-decorator]
+def stripe_event_process_task(self, event_pk: int) -> None:  # type: ignore[no-untyped-def]
+    """Process one stored webhook. Harmless to run twice (processed events are skipped)."""
+    if not StripeEvent.objects.filter(pk=event_pk).exists():
+        logger.warning("billing.stripe_event_missing", extra={"event_pk": event_pk})
+        return
+    try:
+        stripe_event_process(event_pk=event_pk)
+    except Exception as exc:
+        if self.request.is_eager:
+            # Eager mode (demo, tests): the row already holds the error; re-drive later.
+            return
+        raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)  # type: ignore[untyped-decorator]
+def plan_stripe_sync_task(self, plan_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Create a plan's Stripe objects. Retry-safe: every create has a deterministic key."""
+    try:
+        plan_stripe_sync(plan_id=plan_id)
+    except Exception as exc:
+        if self.request.is_eager:
+            logger.warning("billing.plan_stripe_sync_failed", extra={"plan_id": plan_id})
+            return
+        raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
+
+
+@shared_task  # type: ignore[untyped-decorator]
+def plan_prices_apply_due_task() -> int:
+    return plan_prices_apply_due()
+
+
+@shared_task  # type: ignore[untyped-decorator]
+def licenses_expire_due_task() -> int:
+    return licenses_expire_due()
