@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-DEMO_ENV := DEBUG=1 DATABASE_URL= REDIS_URL= STRIPE_API_BASE=http://$(HOST):$(PORT)/_fake_stripe \
+DEMO_ENV := DEBUG=1 LOG_LEVEL=WARNING DATABASE_URL= REDIS_URL= CELERY_BROKER_URL= STRIPE_API_BASE=http://127.0.0.1:12111 \
+	STRIPE_SECRET_KEY=sk_test_toolbooth_demo SITE_URL=http://$(HOST):$(PORT) \
 	GATEWAY_UPSTREAM_ALLOWLIST=127.0.0.1:18080
 
 .PHONY: help install lint typecheck test run demo worker beat bench clean
@@ -35,8 +36,7 @@ test: install ## the whole suite against PostgreSQL and Redis on localhost (star
 
 demo: install ## the marketplace on embedded defaults (SQLite, no Redis) with demo data at http://127.0.0.1:8000
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
-	$(DEMO_ENV) $(BIN)/python manage.py demo_setup
-	$(DEMO_ENV) $(BIN)/python manage.py demo_serve --host $(HOST) --port $(PORT)
+	$(DEMO_ENV) $(BIN)/python manage.py demo --host $(HOST) --port $(PORT)
 
 run: install ## serve over ASGI with the environment's settings
 	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT)

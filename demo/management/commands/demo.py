@@ -1,0 +1,93 @@
+"""`make demo`: the whole marketplace in one process on embedded defaults.
+
+Starts the fake Stripe (its own loopback port, state kept in var/), the demo MCP upstream, seeds
+demo data, then serves the site (pages, API, gateway) over ASGI with uvicorn.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from billing.fake_stripe.server import FakeStripeServer
+from demo.services import demo_seed
+
+
+def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise CommandError(f"nothing is listening on {host}:{port}")
+
+
+class Command(BaseCommand):
+    help = "Run the marketplace with demo data, a fake Stripe and a hosted demo MCP server."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--upstream-port", type=int, default=18080)
+        parser.add_argument("--seed-only", action="store_true", help="seed, print, and exit")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        base = urllib.parse.urlsplit(settings.STRIPE_API_BASE)
+        if not settings.STRIPE_API_BASE or base.hostname not in ("127.0.0.1", "localhost"):
+            raise CommandError("The demo needs STRIPE_API_BASE pointing at a loopback fake Stripe.")
+        site = f"http://{opts['host']}:{opts['port']}"
+        fake = FakeStripeServer(
+            host=base.hostname or "127.0.0.1",
+            port=base.port or 12111,
+            webhook_url=f"{site}/billing/webhooks/stripe",
+            webhook_secret=settings.STRIPE_WEBHOOK_SECRETS[0],
+            state_path=str(Path(settings.VAR_DIR) / "fake_stripe.json"),
+        )
+        fake.start()
+        upstream = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "demo.upstream", "--port", str(opts["upstream_port"])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port("127.0.0.1", opts["upstream_port"])
+            info = demo_seed(
+                onboard=fake.complete_onboarding,
+                upstream_url=f"http://127.0.0.1:{opts['upstream_port']}/mcp",
+            )
+            self._banner(site, fake.base_url, info)
+            if not opts["seed_only"]:
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                uvicorn.run(
+                    "config.asgi:application",
+                    host=opts["host"],
+                    port=opts["port"],
+                    log_level="warning",
+                )
+        finally:
+            upstream.terminate()
+            upstream.wait(5)
+            fake.stop()
+
+    def _banner(self, site: str, stripe: str, info: Any) -> None:
+        out = self.stdout.write
+        out("")
+        out(f"Toolbooth demo at {site}  (fake Stripe at {stripe}, hosted checkout needs no card)")
+        for role, (email, password) in info.credentials.items():
+            out(f"  {role:8s} {email}  password: {password}")
+        out(f"  hosted demo server: {site}/servers/{info.hosted_listing}")
+        out(f"  its gateway URL:    {info.gateway_url}")
+        out("Browse, log in as the buyer (or sign up), take a plan, copy the key and the client")
+        out("config from 'My licenses', call the server, then see the usage there. Ctrl-C stops.")
+        out("")

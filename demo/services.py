@@ -1,0 +1,104 @@
+"""Demo data: the bundled registry snapshot, a payable creator with a hosted, priced server,
+a buyer, and an admin. Idempotent, so `make demo` can run again on the same database.
+
+Passwords are generated on the first run and kept in var/demo-credentials.json (never in code).
+"""
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from billing.models import Creator
+from billing.services.creators import creator_become, listing_publish_for_creator
+from billing.services.demo import billing_demo_seed
+from gateway.services import hosted_upstream_set
+from marketplace.models import Listing
+from registry_sync.models import ServerVersion
+from registry_sync.services import registry_snapshot_load
+
+logger = logging.getLogger(__name__)
+
+DEMO_ACCOUNTS = {
+    "admin": "admin@demo.toolbooth.local",
+    "creator": "ada@demo.toolbooth.local",
+    "buyer": "bob@demo.toolbooth.local",
+}
+DEMO_SLUG = "weather"
+# A real mirrored listing the demo creator also prices (shown, not hosted).
+DEMO_REGISTRY_LISTING = "io.github.brave/brave-search-mcp-server"
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    credentials: dict[str, tuple[str, str]]
+    hosted_listing: str
+    gateway_url: str
+
+
+def _credentials_path() -> Path:
+    return Path(settings.VAR_DIR) / "demo-credentials.json"
+
+
+def _ensure_user(role: str, email: str, stored: dict[str, str]) -> User:
+    user_model = get_user_model()
+    user = user_model.objects.filter(email=email).first()
+    if user is None:
+        password = secrets.token_urlsafe(9)
+        stored[role] = password
+        if role == "admin":
+            user = user_model.objects.create_superuser(
+                username=email, email=email, password=password
+            )
+        else:
+            user = user_model.objects.create_user(username=email, email=email, password=password)
+    return user
+
+
+def demo_seed(*, onboard: Callable[[str], None], upstream_url: str) -> DemoInfo:
+    """Everything the README's demo walk-through needs; safe to run on every start."""
+    if not ServerVersion.objects.exists():
+        registry_snapshot_load()
+
+    path = _credentials_path()
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    with transaction.atomic():
+        users = {role: _ensure_user(role, email, stored) for role, email in DEMO_ACCOUNTS.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=2))
+    path.chmod(0o600)
+
+    creator_user = users["creator"]
+    creator = Creator.objects.filter(user=creator_user).first() or creator_become(
+        user=creator_user, handle="ada", display_name="Ada's Tools"
+    )
+    name = f"{creator.namespace}/{DEMO_SLUG}"
+    hosted = Listing.objects.filter(name=name).first() or listing_publish_for_creator(
+        creator=creator,
+        slug=DEMO_SLUG,
+        title="Demo Weather",
+        description="Tomorrow's forecast for any city. A demo MCP server hosted through the "
+        "Toolbooth gateway: free tier, lifetime license, subscription or pay per call.",
+    )
+    hosted_upstream_set(listing=hosted, actor=creator_user, url=upstream_url)
+    listings = [hosted]
+    mirrored = Listing.objects.filter(name=DEMO_REGISTRY_LISTING).first()
+    if mirrored is not None and mirrored.owner_id in (None, creator_user.pk):
+        listings.append(mirrored)
+    billing_demo_seed(owner=creator_user, handle="ada", listings=listings, onboard=onboard)
+    credentials = {
+        role: (DEMO_ACCOUNTS[role], stored.get(role, "(see var/demo-credentials.json)"))
+        for role in DEMO_ACCOUNTS
+    }
+    return DemoInfo(
+        credentials=credentials,
+        hosted_listing=name,
+        gateway_url=f"{settings.SITE_URL}/mcp/{name}",
+    )
