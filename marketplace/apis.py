@@ -1,0 +1,207 @@
+"""The catalogue's read API: `/api/v1/listings` (search) and `/api/v1/listings/<name>` (detail).
+
+Everything returned is plain JSON text that was cleaned when stored or is cleaned here; clients
+must still treat it as untrusted (never render it as HTML).
+"""
+
+from typing import Any
+from urllib.parse import quote
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.api.pagination import DefaultPagination
+from common.exceptions import NotFoundError
+from marketplace.models import Listing, ListingStatus
+from marketplace.pagination import SEARCH_COUNT_CAP, ListingSearchPagination
+from marketplace.selectors import (
+    MAX_QUERY_LENGTH,
+    ORDERING_CHOICES,
+    PRICE_MODEL_CHOICES,
+    STATUS_ANY,
+    TRANSPORT_CHOICES,
+    listing_detail_get,
+    listing_search,
+    normalise_query,
+)
+
+
+@extend_schema_field(serializers.ListField(child=serializers.CharField()))
+class FacetListField(serializers.Field[str, str, list[str], Any]):
+    """A `",a,b,"` facet column as `["a", "b"]`."""
+
+    def to_representation(self, value: str) -> list[str]:
+        return [token for token in (value or "").split(",") if token]
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    message = serializers.CharField()
+    extra = serializers.DictField()
+
+
+class ListingOutputSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    display_title = serializers.CharField()
+    description = serializers.CharField()
+    # A serializer field named "source" is fine at runtime (the metaclass collects it).
+    source = serializers.CharField()  # type: ignore[assignment]
+    latest_version = serializers.CharField()
+    version_count = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ListingStatus.choices)
+    status_message = serializers.CharField()
+    website_url = serializers.CharField()
+    repository_url = serializers.CharField()
+    published_at = serializers.DateTimeField(allow_null=True)
+    upstream_updated_at = serializers.DateTimeField(allow_null=True)
+    has_remote = serializers.BooleanField()
+    has_package = serializers.BooleanField()
+    package_types = FacetListField()
+    transports = FacetListField()
+    price_models = FacetListField()
+    api_url = serializers.SerializerMethodField()
+    page_url = serializers.SerializerMethodField()
+
+    def get_api_url(self, listing: Listing) -> str:
+        return f"/api/v1/listings/{quote(listing.name, safe='/')}"
+
+    def get_page_url(self, listing: Listing) -> str:
+        return f"/servers/{quote(listing.name, safe='/')}"
+
+
+class ListingPageSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField(
+        help_text=f"Matches, counted up to {SEARCH_COUNT_CAP} when there is a query."
+    )
+    count_capped = serializers.BooleanField(help_text="True when there are more than `count`.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = ListingOutputSerializer(many=True)
+
+
+class ListingListApi(APIView):
+    """Search the catalogue (full-text over name, title and description), filter, order, page.
+
+    An empty filter value means "no filter", as HTML forms send it.
+    """
+
+    class FilterSerializer(serializers.Serializer[Any]):
+        q = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=MAX_QUERY_LENGTH,
+            help_text="Search words; quotes, `or` and `-word` work as on web search engines.",
+        )
+        transport = serializers.ChoiceField(
+            choices=TRANSPORT_CHOICES,
+            required=False,
+            allow_blank=True,
+            help_text="`remote`: has a hosted endpoint; `local`: has an installable package.",
+        )
+        package_type = serializers.RegexField(
+            r"^[A-Za-z0-9._+-]{1,32}$",
+            required=False,
+            allow_blank=True,
+            help_text="Package registry type, e.g. npm, pypi, oci, nuget, mcpb.",
+        )
+        status = serializers.ChoiceField(
+            choices=[*ListingStatus.values, STATUS_ANY],
+            required=False,
+            allow_blank=True,
+            help_text="Default: active and deprecated (deleted and gone are hidden).",
+        )
+        price_model = serializers.ChoiceField(
+            choices=PRICE_MODEL_CHOICES, required=False, allow_blank=True
+        )
+        ordering = serializers.ChoiceField(
+            choices=ORDERING_CHOICES,
+            required=False,
+            allow_blank=True,
+            help_text="Default: `relevance` with a query, else `name`.",
+        )
+        page = serializers.IntegerField(required=False, min_value=1, max_value=100_000)
+        page_size = serializers.IntegerField(
+            required=False, min_value=1, max_value=DefaultPagination.max_page_size
+        )
+
+    @extend_schema(
+        operation_id="listings_list",
+        parameters=[FilterSerializer],
+        responses={200: ListingPageSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data: dict[str, Any] = dict(filters.validated_data)
+        data.pop("page", None)
+        data.pop("page_size", None)
+        listings = listing_search(**data)
+        paginator = ListingSearchPagination(query=normalise_query(data.get("q")))
+        page = paginator.paginate_queryset(listings, request, view=self)
+        serializer = ListingOutputSerializer(page, many=True)
+        return paginator.get_paginated_response(serializer.data)
+
+
+class VersionOutputSerializer(serializers.Serializer[Any]):
+    version = serializers.CharField()
+    status = serializers.CharField()
+    is_latest = serializers.BooleanField()
+    published_at = serializers.DateTimeField(allow_null=True)
+    status_message = serializers.CharField()
+
+
+class RemoteOutputSerializer(serializers.Serializer[Any]):
+    type = serializers.CharField()
+    url = serializers.CharField(help_text="May be a URL template; shown as text, never a link.")
+    header_names = serializers.ListField(child=serializers.CharField())
+
+
+class PackageOutputSerializer(serializers.Serializer[Any]):
+    registry_type = serializers.CharField()
+    identifier = serializers.CharField()
+    version = serializers.CharField()
+    transport_type = serializers.CharField()
+    runtime_hint = serializers.CharField()
+    env_var_names = serializers.ListField(child=serializers.CharField())
+
+
+class ListingDetailOutputSerializer(ListingOutputSerializer):
+    versions = VersionOutputSerializer(many=True)
+    versions_truncated = serializers.BooleanField(
+        help_text="True when only the newest versions are listed (see version_count)."
+    )
+    remotes = RemoteOutputSerializer(many=True)
+    packages = PackageOutputSerializer(many=True)
+
+
+class ListingDetailApi(APIView):
+    """One listing by its registry name (case-sensitive, keeps its slash)."""
+
+    @extend_schema(
+        operation_id="listings_retrieve",
+        parameters=[
+            OpenApiParameter(
+                "name",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="Registry name, e.g. io.github.acme/weather (the slash stays).",
+            )
+        ],
+        responses={200: ListingDetailOutputSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        detail = listing_detail_get(name=name)
+        if detail is None:
+            raise NotFoundError("No listing with this name.")
+        # The schema is ListingDetailOutputSerializer; the parts are serialised separately
+        # because the listing is a model and the rest comes from the mirror's JSON.
+        data = dict(ListingOutputSerializer(detail.listing).data)
+        data["versions"] = VersionOutputSerializer(detail.versions, many=True).data
+        data["versions_truncated"] = detail.versions_truncated
+        data["remotes"] = RemoteOutputSerializer(detail.remotes, many=True).data
+        data["packages"] = PackageOutputSerializer(detail.packages, many=True).data
+        return Response(data)

@@ -1,0 +1,45 @@
+"""The search form of the public pages (the same filters as the API)."""
+
+from django import forms
+
+from marketplace.models import ListingStatus
+from marketplace.selectors import KNOWN_PACKAGE_TYPES, MAX_QUERY_LENGTH, STATUS_ANY
+
+
+class ListingSearchForm(forms.Form):
+    q = forms.CharField(label="Search", required=False, max_length=MAX_QUERY_LENGTH)
+    transport = forms.ChoiceField(
+        label="Runs",
+        required=False,
+        choices=[("", "Anywhere"), ("remote", "Hosted (remote)"), ("local", "Locally (package)")],
+    )
+    package_type = forms.ChoiceField(
+        label="Package",
+        required=False,
+        choices=[("", "Any package"), *((t, t) for t in KNOWN_PACKAGE_TYPES)],
+    )
+    status = forms.ChoiceField(
+        label="Status",
+        required=False,
+        choices=[
+            ("", "Active and deprecated"),
+            *ListingStatus.choices,
+            (STATUS_ANY, "Any status"),
+        ],
+    )
+    ordering = forms.ChoiceField(
+        label="Order",
+        required=False,
+        choices=[
+            ("", "Best match"),
+            ("name", "Name"),
+            ("-updated", "Recently updated"),
+            ("-published", "Newest"),
+        ],
+    )
+
+    def filters(self) -> dict[str, str]:
+        """The non-empty cleaned values, as keyword arguments for `listing_search`."""
+        if not self.is_valid():
+            return {}
+        return {key: value for key, value in self.cleaned_data.items() if value}

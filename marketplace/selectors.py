@@ -1,0 +1,308 @@
+"""Reads of the catalogue: search, detail, and the names people pay for.
+
+Search runs PostgreSQL full-text search (GIN index on `search_vector`) with ranking; SQLite (the
+demo) falls back to a plain substring scan. Every list read is a constant number of queries.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.db import connection
+from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+
+from common.text import clean_text
+from marketplace.models import Listing, ListingStatus
+from marketplace.services import facet_token
+from registry_sync.selectors import server_versions_for_name
+
+MAX_QUERY_LENGTH = 200
+# A name has up to 10,000 versions upstream; a detail shows the newest ones and the count.
+DETAIL_MAX_VERSIONS = 100
+# Caps on what a detail shows of the latest server.json (registry text is untrusted).
+DETAIL_MAX_REMOTES = 20
+DETAIL_MAX_PACKAGES = 20
+DETAIL_MAX_NAMES = 50
+
+HIDDEN_BY_DEFAULT = (ListingStatus.DELETED.value, ListingStatus.GONE.value)
+STATUS_ANY = "any"
+TRANSPORT_CHOICES = ("remote", "local")
+PRICE_MODEL_CHOICES = ("free", "one_time", "subscription", "per_call")
+ORDERING_CHOICES = ("relevance", "name", "-updated", "-published")
+# Known registryType values; the facet itself is open (any token the registry sends).
+KNOWN_PACKAGE_TYPES = ("npm", "pypi", "oci", "nuget", "mcpb")
+NAME_MAX_LENGTH = 200
+
+# Punctuation inside a token ("io.github.acme/weather-api") becomes a space for the 'simple'
+# query, so a pasted name matches the name words the index holds.
+_INNER_PUNCT = re.compile(r"(?<=\w)[-./:@_+]+(?=\w)")
+_SAFE_NAME = re.compile(r"\A[^\x00-\x1f\x7f]{1,200}\Z")
+
+_LIST_COLUMNS = (
+    "id",
+    "name",
+    "source",
+    "title",
+    "description",
+    "latest_version",
+    "version_count",
+    "status",
+    "status_message",
+    "website_url",
+    "repository_url",
+    "published_at",
+    "upstream_updated_at",
+    "has_remote",
+    "has_package",
+    "package_types",
+    "transports",
+    "price_models",
+    "owner_id",
+)
+
+
+def normalise_query(q: str | None) -> str:
+    """The user's query as safe text (no control characters, capped)."""
+    return clean_text(q or "", max_length=MAX_QUERY_LENGTH)
+
+
+def _full_text_query(q: str) -> SearchQuery:
+    english = SearchQuery(q, search_type="websearch", config="english")
+    simple = SearchQuery(_INNER_PUNCT.sub(" ", q), search_type="websearch", config="simple")
+    return english | simple
+
+
+def _apply_filters(
+    qs: QuerySet[Listing],
+    *,
+    transport: str | None,
+    package_type: str | None,
+    status: str | None,
+    price_model: str | None,
+) -> QuerySet[Listing]:
+    if status == STATUS_ANY:
+        pass
+    elif status:
+        qs = qs.filter(status=status)
+    else:
+        qs = qs.exclude(status__in=HIDDEN_BY_DEFAULT)
+    if transport == "remote":
+        qs = qs.filter(has_remote=True)
+    elif transport == "local":
+        qs = qs.filter(has_package=True)
+    token = facet_token(package_type)
+    if token:
+        qs = qs.filter(package_types__contains=f",{token},")
+    if price_model:
+        qs = qs.filter(price_models__contains=f",{price_model},")
+    return qs
+
+
+def _order(qs: QuerySet[Listing], ordering: str) -> QuerySet[Listing]:
+    if ordering == "-updated":
+        return qs.order_by(F("upstream_updated_at").desc(nulls_last=True), "name")
+    if ordering == "-published":
+        return qs.order_by(F("published_at").desc(nulls_last=True), "name")
+    return qs.order_by("name")
+
+
+def listing_search(
+    *,
+    q: str | None = None,
+    transport: str | None = None,
+    package_type: str | None = None,
+    status: str | None = None,
+    price_model: str | None = None,
+    ordering: str | None = None,
+) -> QuerySet[Listing]:
+    """Listings matching a search, filtered and ordered; lazy, so the caller paginates it.
+
+    On PostgreSQL this runs at most one query itself (does the full-text search match anything?
+    if not, match the name by prefix/substring instead), so count + page make three in all.
+    """
+    query = normalise_query(q)
+    base = _apply_filters(
+        Listing.objects.only(*_LIST_COLUMNS),
+        transport=transport,
+        package_type=package_type,
+        status=status,
+        price_model=price_model,
+    )
+    if not query:
+        return _order(base, ordering if ordering and ordering != "relevance" else "name")
+
+    if connection.vendor == "postgresql":
+        ts_query = _full_text_query(query)
+        matches = base.filter(search_vector=ts_query)
+        if matches.exists():
+            if ordering and ordering != "relevance":
+                return _order(matches, ordering)
+            ranked = matches.annotate(rank=SearchRank(F("search_vector"), ts_query))
+            return ranked.order_by("-rank", "name")
+        # Nothing in the index: people paste names ("io.github.user/weather", "weath").
+        fallback = base.filter(name__icontains=query)
+    else:
+        # SQLite (the demo): no full-text index, a plain scan is fine at demo sizes.
+        fallback = base.filter(
+            Q(name__icontains=query) | Q(title__icontains=query) | Q(description__icontains=query)
+        )
+    if ordering and ordering != "relevance":
+        return _order(fallback, ordering)
+    prefix_first = Case(
+        When(name__istartswith=query, then=Value(0)), default=Value(1), output_field=IntegerField()
+    )
+    return fallback.annotate(prefix=prefix_first).order_by("prefix", "name")
+
+
+def listing_get(*, name: str) -> Listing | None:
+    """One listing by its exact, case-sensitive name (None for unknown or unusable names)."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        return None
+    return Listing.objects.defer("search_vector").filter(name=name).first()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSummary:
+    version: str
+    status: str
+    is_latest: bool
+    published_at: datetime | None
+    status_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSummary:
+    type: str
+    url: str
+    header_names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PackageSummary:
+    registry_type: str
+    identifier: str
+    version: str
+    transport_type: str
+    runtime_hint: str
+    env_var_names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ListingDetail:
+    listing: Listing
+    versions: list[VersionSummary] = field(default_factory=list)
+    versions_truncated: bool = False
+    remotes: list[RemoteSummary] = field(default_factory=list)
+    packages: list[PackageSummary] = field(default_factory=list)
+
+
+def _list_of_dicts(value: object, *, cap: int) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)][:cap]
+
+
+def _names(items: object) -> list[str]:
+    names = (clean_text(i.get("name"), max_length=100) for i in _list_of_dicts(items, cap=500))
+    return [n for n in names if n][:DETAIL_MAX_NAMES]
+
+
+def _remotes(server: dict[str, Any]) -> list[RemoteSummary]:
+    return [
+        RemoteSummary(
+            type=facet_token(remote.get("type")),
+            # Kept as text, not a link: remote URLs may be templates ("https://{tenant}.x/mcp").
+            url=clean_text(remote.get("url"), max_length=500),
+            # Header names only: values can be secrets or templates for them.
+            header_names=_names(remote.get("headers")),
+        )
+        for remote in _list_of_dicts(server.get("remotes"), cap=DETAIL_MAX_REMOTES)
+    ]
+
+
+def _packages(server: dict[str, Any]) -> list[PackageSummary]:
+    out = []
+    for package in _list_of_dicts(server.get("packages"), cap=DETAIL_MAX_PACKAGES):
+        transport = package.get("transport")
+        out.append(
+            PackageSummary(
+                registry_type=facet_token(package.get("registryType")),
+                identifier=clean_text(package.get("identifier"), max_length=300),
+                version=clean_text(package.get("version"), max_length=255),
+                transport_type=(
+                    facet_token(transport.get("type")) if isinstance(transport, dict) else ""
+                ),
+                runtime_hint=clean_text(package.get("runtimeHint"), max_length=100),
+                env_var_names=_names(package.get("environmentVariables")),
+            )
+        )
+    return out
+
+
+def listing_detail_get(*, name: str) -> ListingDetail | None:
+    """A listing with its newest versions and the latest version's remotes and packages.
+
+    Three queries whatever the number of versions: the listing, up to DETAIL_MAX_VERSIONS
+    version summaries (no raw JSON), and the latest version's raw JSON.
+    """
+    listing = listing_get(name=name)
+    if listing is None:
+        return None
+    rows = list(
+        server_versions_for_name(name=listing.name)
+        .order_by(F("published_at").desc(nulls_last=True), "-version")
+        .values_list("version", "status", "is_latest", "published_at", "status_message")[
+            : DETAIL_MAX_VERSIONS + 1
+        ]
+    )
+    versions = [
+        VersionSummary(
+            version=clean_text(version, max_length=255),
+            status=status,
+            is_latest=is_latest,
+            published_at=published_at,
+            status_message=clean_text(message, max_length=500),
+        )
+        for version, status, is_latest, published_at, message in rows[:DETAIL_MAX_VERSIONS]
+    ]
+    server: dict[str, Any] = {}
+    if versions:
+        # The version the listing shows (the mirror's pick); the flagged latest as a fallback.
+        shown_first = Case(
+            When(version=listing.latest_version, then=Value(0)),
+            default=Value(1),
+            output_field=IntegerField(),
+        )
+        raw = (
+            server_versions_for_name(name=listing.name)
+            .filter(Q(version=listing.latest_version) | Q(is_latest=True))
+            .order_by(shown_first)
+            .values_list("raw", flat=True)
+            .first()
+        )
+        candidate = raw.get("server") if isinstance(raw, dict) else None
+        server = candidate if isinstance(candidate, dict) else {}
+    return ListingDetail(
+        listing=listing,
+        versions=versions,
+        versions_truncated=len(rows) > DETAIL_MAX_VERSIONS,
+        remotes=_remotes(server),
+        packages=_packages(server),
+    )
+
+
+def listing_names_with_buyers(*, names: list[str]) -> set[str]:
+    """Names (of these) that people pay for: an owner and at least one price model.
+
+    The registry sync raises an alert instead of silently unlisting these. Billing may replace
+    this provider (settings.REGISTRY_PROTECTED_NAMES_PROVIDER) with a license-based one.
+    """
+    if not names:
+        return set()
+    return set(
+        Listing.objects.filter(name__in=names, owner__isnull=False)
+        .exclude(price_models__in=["", ","])
+        .values_list("name", flat=True)
+    )

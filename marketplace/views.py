@@ -1,0 +1,40 @@
+"""Public catalogue pages, server-rendered: search (`/`) and listing detail (`/servers/<name>`).
+
+They call the same selectors as the API. Registry text is rendered with autoescape on and never
+marked safe; links are only made from http(s) URLs.
+"""
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
+
+from marketplace.forms import ListingSearchForm
+from marketplace.pagination import paginator_class_for
+from marketplace.selectors import listing_detail_get, listing_search, normalise_query
+
+SEARCH_PAGE_SIZE = 20
+
+
+@require_safe
+def listing_search_page(request: HttpRequest) -> HttpResponse:
+    form = ListingSearchForm(request.GET)
+    filters = form.filters()
+    listings = listing_search(**filters)
+    paginator_class = paginator_class_for(query=normalise_query(filters.get("q")))
+    paginator = paginator_class(listings, SEARCH_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    context = {
+        "form": form,
+        "page": page,
+        "query": filters.get("q", ""),
+        "has_filters": bool(filters),
+    }
+    return render(request, "marketplace/search.html", context)
+
+
+@require_safe
+def listing_detail_page(request: HttpRequest, name: str) -> HttpResponse:
+    detail = listing_detail_get(name=name)
+    if detail is None:
+        raise Http404("No listing with this name.")
+    return render(request, "marketplace/detail.html", {"detail": detail, "listing": detail.listing})
