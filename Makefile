@@ -31,6 +31,7 @@ typecheck: install ## mypy (billing/ and gateway/ strict)
 
 test: install ## the whole suite against PostgreSQL and Redis on localhost (started if stopped)
 	scripts/ensure-services
+	scripts/install-test-deps
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
