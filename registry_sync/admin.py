@@ -5,26 +5,15 @@ Registry text is shown as escaped text (never rendered as HTML).
 """
 
 import json
-from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdmin
 from registry_sync.models import QuarantinedItem, ServerVersion, SyncAlert, SyncCursor, SyncRun
 from registry_sync.services import sync_alert_resolve
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class QuarantinedInline(admin.TabularInline):  # type: ignore[type-arg]
