@@ -1,5 +1,7 @@
 """The search form of the public pages (the same filters as the API)."""
 
+from typing import Any
+
 from django import forms
 
 from marketplace.models import ListingStatus
@@ -18,6 +20,18 @@ class ListingSearchForm(forms.Form):
         required=False,
         choices=[("", "Any package"), *((t, t) for t in KNOWN_PACKAGE_TYPES)],
     )
+    price_model = forms.ChoiceField(
+        label="Pricing",
+        required=False,
+        choices=[
+            ("", "Any pricing"),
+            ("free", "Free"),
+            ("one_time", "One-time license"),
+            ("subscription", "Subscription"),
+            ("per_call", "Pay per call"),
+        ],
+    )
+    free_tier = forms.BooleanField(label="Has a free plan", required=False)
     status = forms.ChoiceField(
         label="Status",
         required=False,
@@ -38,7 +52,7 @@ class ListingSearchForm(forms.Form):
         ],
     )
 
-    def filters(self) -> dict[str, str]:
+    def filters(self) -> dict[str, Any]:
         """The non-empty cleaned values, as keyword arguments for `listing_search`."""
         if not self.is_valid():
             return {}

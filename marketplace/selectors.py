@@ -81,6 +81,7 @@ def _apply_filters(
     package_type: str | None,
     status: str | None,
     price_model: str | None,
+    free_tier: bool = False,
 ) -> QuerySet[Listing]:
     if status == STATUS_ANY:
         pass
@@ -97,6 +98,9 @@ def _apply_filters(
         qs = qs.filter(package_types__contains=f",{token},")
     if price_model:
         qs = qs.filter(price_models__contains=f",{price_model},")
+    if free_tier and price_model != "free":
+        # "Has a free plan" next to a paid price model: listings that offer both.
+        qs = qs.filter(price_models__contains=",free,")
     return qs
 
 
@@ -115,6 +119,7 @@ def listing_search(
     package_type: str | None = None,
     status: str | None = None,
     price_model: str | None = None,
+    free_tier: bool = False,
     ordering: str | None = None,
 ) -> QuerySet[Listing]:
     """Listings matching a search, filtered and ordered; lazy, so the caller paginates it.
@@ -129,6 +134,7 @@ def listing_search(
         package_type=package_type,
         status=status,
         price_model=price_model,
+        free_tier=free_tier,
     )
     if not query:
         return _order(base, ordering if ordering and ordering != "relevance" else "name")

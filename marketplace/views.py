@@ -7,6 +7,7 @@ marked safe; links are only made from http(s) URLs.
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
+from django.views.decorators.vary import vary_on_headers
 
 from marketplace.forms import ListingSearchForm
 from marketplace.pagination import paginator_class_for
@@ -16,6 +17,7 @@ SEARCH_PAGE_SIZE = 20
 
 
 @require_safe
+@vary_on_headers("HX-Request")
 def listing_search_page(request: HttpRequest) -> HttpResponse:
     form = ListingSearchForm(request.GET)
     filters = form.filters()
@@ -29,6 +31,10 @@ def listing_search_page(request: HttpRequest) -> HttpResponse:
         "query": filters.get("q", ""),
         "has_filters": bool(filters),
     }
+    # htmx (search as you type) swaps only the results; without JavaScript the form submits
+    # and the whole page renders, with the same URL either way.
+    if request.headers.get("HX-Request") == "true":
+        return render(request, "marketplace/_results.html", context)
     return render(request, "marketplace/search.html", context)
 
 

@@ -305,6 +305,31 @@ def api_key_rotate(*, key_id: int, overlap: timedelta | None = None) -> tuple[Ap
     return new, raw
 
 
+def api_key_caps_set(
+    *, key_id: int, daily_spend_cap: int | None, monthly_spend_cap: int | None
+) -> ApiKey:
+    """Set (or clear, with None) a key's spend caps in minor units of the plan's currency.
+
+    Holds the key lock; idempotent (the same caps again change nothing). The caps are part of
+    the cached entitlement, so the key's cache entry is cleared on commit and the gateway
+    enforces the new caps on its next call.
+    """
+    for cap in (daily_spend_cap, monthly_spend_cap):
+        if cap is not None and cap < 0:
+            raise ApplicationError("Spend caps cannot be negative.")
+    with transaction.atomic():
+        key = api_key_lock(pk=key_id)
+        if key.revoked_at is not None:
+            raise ApplicationError("This key is revoked.")
+        if (key.daily_spend_cap, key.monthly_spend_cap) != (daily_spend_cap, monthly_spend_cap):
+            key.daily_spend_cap = daily_spend_cap
+            key.monthly_spend_cap = monthly_spend_cap
+            key.save(update_fields=["daily_spend_cap", "monthly_spend_cap"])
+            _invalidate_on_commit([key.key_hash])
+            logger.info("billing.api_key_caps_set", extra={"key_id": key.pk})
+    return key
+
+
 def keys_mark_used(*, last_used: dict[int, datetime]) -> None:
     """Record last-use times in one UPDATE (called by the gateway's usage drain in batches).
 

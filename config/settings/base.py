@@ -195,3 +195,9 @@ from config.settings.celery import *  # noqa: E402, F403
 from config.settings.gateway import *  # noqa: E402, F403
 from config.settings.registry import *  # noqa: E402, F403
 from config.settings.stripe import *  # noqa: E402, F403
+from config.settings.web import *  # noqa: E402, F403
+
+CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "form-action 'self'",
+    "form-action 'self' " + " ".join(STRIPE_HOSTED_ORIGINS),  # noqa: F405
+)

@@ -1,0 +1,127 @@
+"""Text for agents: money, plan prices, and markdown that registry text cannot escape from.
+
+Registry text is untrusted (ARCHITECTURE.md, "Registry text is data"). In markdown it is
+backslash-escaped, or put in code spans, so a description cannot add links, images, HTML,
+headings or GFM autolinks to an agent's context. Only URLs we build ourselves become links.
+"""
+
+import re
+
+from common.text import clean_text
+
+# ISO 4217 currencies whose minor unit is not 1/100 (Stripe's list of zero-decimal and
+# three-decimal currencies); everything else has two decimals.
+_ZERO_DECIMAL = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga"}
+    | {"pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+)
+_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
+
+PLAN_KIND_LABELS = {
+    "free": "Free",
+    "one_time": "One-time license",
+    "subscription": "Subscription",
+    "per_call": "Pay per call",
+}
+
+
+def money_format(*, amount: int, currency: str) -> str:
+    """Integer minor units as money: (3, "usd") -> "$0.03", (500, "jpy") -> "500 JPY"."""
+    code = (currency or "").lower()
+    decimals = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+    sign = "-" if amount < 0 else ""
+    value = abs(int(amount))
+    if decimals:
+        whole, frac = divmod(value, 10**decimals)
+        number = f"{whole:,}.{frac:0{decimals}d}"
+    else:
+        number = f"{value:,}"
+    symbol = _SYMBOLS.get(code)
+    if symbol:
+        return f"{sign}{symbol}{number}"
+    return f"{sign}{number} {code.upper()}"
+
+
+def count_format(value: int) -> str:
+    return f"{value:,}"
+
+
+def plan_price_summary(
+    *,
+    kind: str,
+    currency: str,
+    unit_amount: int,
+    per_call_amount: int,
+    overage_amount: int,
+    included_calls: int | None,
+    hard_cap: bool,
+) -> str:
+    """One line saying what a plan costs, e.g. "$5.00 per month, 1,000 calls a month included,
+    then $0.01 per call"."""
+
+    def money(amount: int) -> str:
+        return money_format(amount=amount, currency=currency)
+
+    if kind == "free":
+        parts = ["Free"]
+    elif kind == "one_time":
+        parts = [f"{money(unit_amount)} once"]
+    elif kind == "subscription":
+        parts = [f"{money(unit_amount)} per month"]
+    elif kind == "per_call":
+        parts = [f"{money(per_call_amount)} per call"]
+    else:
+        parts = [PLAN_KIND_LABELS.get(kind, kind)]
+    if included_calls is not None:
+        parts.append(f"{count_format(included_calls)} calls a month included")
+        if kind == "subscription" and not hard_cap and overage_amount:
+            parts.append(f"then {money(overage_amount)} per call")
+        elif hard_cap or kind in ("free", "one_time"):
+            parts.append("no calls past that until the next month")
+    return ", ".join(parts)
+
+
+def tool_price_text(*, unit_amount: int, excluded: bool, currency: str) -> str:
+    if excluded:
+        return "not available on this plan"
+    if unit_amount == 0:
+        return "free"
+    return f"{money_format(amount=unit_amount, currency=currency)} per call"
+
+
+# Markdown: every ASCII character that can start or end an inline construct (emphasis, code,
+# links, images, raw HTML, entities, strikethrough, tables) or a block at the start of a line.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&@=^\"$])")
+# Tokens a GFM renderer would turn into a link (a scheme, "www." or an e-mail address) go in
+# code spans: escaping alone does not stop e-mail autolinks.
+_LINKISH = re.compile(r"\S*(?:[A-Za-z][A-Za-z0-9+.-]*:\S|www\.|@)\S*", re.IGNORECASE)
+_LEADING_BULLET = re.compile(r"^(\s*)-")
+_LEADING_ORDERED = re.compile(r"^(\s*\d{1,9})\.")
+
+
+def _md_escape(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_text(value: object, *, max_length: int) -> str:
+    """Untrusted text as inert, single-line markdown (escaped; capped; no control characters)."""
+    text = clean_text(value, max_length=max_length)
+    parts: list[str] = []
+    pos = 0
+    for match in _LINKISH.finditer(text):
+        parts.append(_md_escape(text[pos : match.start()]))
+        parts.append("`" + match.group().replace("`", "'") + "`")
+        pos = match.end()
+    parts.append(_md_escape(text[pos:]))
+    text = "".join(parts)
+    # "- x" or "1. x" at the start of a line would make a list item; we always place text after
+    # a label, but escape it anyway so the rule holds wherever the text goes.
+    text = _LEADING_BULLET.sub(r"\1\\-", text)
+    return _LEADING_ORDERED.sub(r"\1\\.", text)
+
+
+def md_code(value: object, *, max_length: int) -> str:
+    """Untrusted text as a code span (literal in markdown: no links, HTML or autolinks)."""
+    text = clean_text(value, max_length=max_length).replace("`", "'")
+    return f"`{text}`" if text else ""

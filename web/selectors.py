@@ -1,0 +1,242 @@
+"""Reads for the agents' surfaces: a listing as something to buy (catalogue + plans + hosting).
+
+Composed from the public selectors of marketplace and billing. Whether a listing is callable
+through our gateway is "has an enabled HostedUpstream" (gateway/models.py); gateway's own
+selector decrypts the creator's credential, which a public page must never touch, so the flag is
+read here from the model, one query for any number of listings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.urls import NoReverseMatch, reverse
+
+from billing.selectors import plan_price_latest, plans_for_listing
+from common.exceptions import NotFoundError
+from gateway.models import HostedUpstream
+from marketplace.models import Listing
+from marketplace.selectors import (
+    PRICE_MODEL_CHOICES,
+    TRANSPORT_CHOICES,
+    ListingDetail,
+    listing_detail_get,
+    listing_search,
+)
+from web.formatting import PLAN_KIND_LABELS, plan_price_summary, tool_price_text
+
+if TYPE_CHECKING:
+    from billing.models import Plan
+
+SEARCH_MAX_LIMIT = 50
+# A listing has a handful of plans; the cap keeps a hostile or broken one to bounded work.
+MAX_PLANS = 20
+
+
+def site_url(path: str) -> str:
+    return f"{settings.SITE_URL}{path}"
+
+
+def _quoted(name: str) -> str:
+    # Names keep their slash; anything else unusual is percent-encoded so the URL is one token
+    # in markdown and in JSON (no spaces, parentheses or angle brackets).
+    return quote(name, safe="/")
+
+
+def page_url(name: str) -> str:
+    return site_url(f"/servers/{_quoted(name)}")
+
+
+def markdown_url(name: str) -> str:
+    return site_url(f"/servers/{_quoted(name)}.md")
+
+
+def gateway_url(name: str) -> str:
+    return site_url(f"/mcp/{_quoted(name)}")
+
+
+def named_url(name: str, *args: object) -> str | None:
+    """An absolute URL for a route another app owns, or None if that route is not installed."""
+    try:
+        return site_url(reverse(name, args=args))
+    except NoReverseMatch:
+        return None
+
+
+def licenses_url() -> str | None:
+    """Where a buyer creates keys: the people pages if installed, else billing's own page."""
+    return named_url("ui:licenses") or named_url("billing:licenses")
+
+
+def sign_up_url() -> str | None:
+    return named_url("ui:signup")
+
+
+def sign_in_url() -> str | None:
+    login = settings.LOGIN_URL
+    if isinstance(login, str) and login.startswith("/"):
+        return site_url(login)
+    return named_url(str(login))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPriceOffer:
+    tool: str
+    unit_amount: int
+    excluded: bool
+    price: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOffer:
+    id: int
+    name: str
+    kind: str
+    kind_label: str
+    currency: str
+    unit_amount: int
+    per_call_amount: int
+    overage_amount: int
+    included_calls: int | None
+    hard_cap: bool
+    rate_limit_per_minute: int
+    price: str
+    tool_prices: list[ToolPriceOffer]
+    buy_url: str | None
+
+    @property
+    def is_free(self) -> bool:
+        return self.kind == "free"
+
+
+@dataclass(frozen=True, slots=True)
+class ListingOffer:
+    detail: ListingDetail
+    hosted: bool
+    plans: list[PlanOffer] = field(default_factory=list)
+
+    @property
+    def listing(self) -> Listing:
+        return self.detail.listing
+
+    @property
+    def gateway_url(self) -> str | None:
+        return gateway_url(self.listing.name) if self.hosted else None
+
+
+def hosted_listing_ids(*, listing_ids: list[int]) -> set[int]:
+    if not listing_ids:
+        return set()
+    return set(
+        HostedUpstream.objects.filter(listing_id__in=listing_ids, enabled=True).values_list(
+            "listing_id", flat=True
+        )
+    )
+
+
+def _plan_offer(plan: Plan) -> PlanOffer:
+    price = plan_price_latest(plan=plan)
+    tool_prices = []
+    for tool, spec in sorted((price.tool_prices or {}).items()):
+        if not isinstance(spec, dict):
+            continue
+        amount = int(spec.get("unit_amount", 0) or 0)
+        excluded = bool(spec.get("excluded", False))
+        tool_prices.append(
+            ToolPriceOffer(
+                tool=str(tool),
+                unit_amount=amount,
+                excluded=excluded,
+                price=tool_price_text(
+                    unit_amount=amount, excluded=excluded, currency=plan.currency
+                ),
+            )
+        )
+    return PlanOffer(
+        id=plan.pk,
+        name=plan.name,
+        kind=plan.kind,
+        kind_label=PLAN_KIND_LABELS.get(plan.kind, plan.kind),
+        currency=plan.currency,
+        unit_amount=price.unit_amount,
+        per_call_amount=price.per_call_amount,
+        overage_amount=price.overage_amount,
+        included_calls=plan.included_calls,
+        hard_cap=plan.hard_cap,
+        rate_limit_per_minute=plan.rate_limit_per_minute,
+        price=plan_price_summary(
+            kind=plan.kind,
+            currency=plan.currency,
+            unit_amount=price.unit_amount,
+            per_call_amount=price.per_call_amount,
+            overage_amount=price.overage_amount,
+            included_calls=plan.included_calls,
+            hard_cap=plan.hard_cap,
+        ),
+        tool_prices=tool_prices,
+        buy_url=named_url("billing:buy", plan.pk),
+    )
+
+
+def listing_offer_get(*, name: str) -> ListingOffer | None:
+    """A listing with its active plans at their current prices and whether we host it.
+
+    3 (detail) + 1 (hosting) + 1 (plans) + 1 per plan (its newest price) queries.
+    """
+    detail = listing_detail_get(name=name)
+    if detail is None:
+        return None
+    listing = detail.listing
+    plans: list[PlanOffer] = []
+    for plan in plans_for_listing(listing_id=listing.pk)[:MAX_PLANS]:
+        try:
+            plans.append(_plan_offer(plan))
+        except NotFoundError:
+            continue  # a plan without any price version cannot be bought yet
+    return ListingOffer(
+        detail=detail,
+        hosted=bool(hosted_listing_ids(listing_ids=[listing.pk])),
+        plans=plans,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListingCard:
+    listing: Listing
+    hosted: bool
+
+    @property
+    def price_models(self) -> list[str]:
+        return [m for m in self.listing.price_models.split(",") if m]
+
+    @property
+    def gateway_url(self) -> str | None:
+        return gateway_url(self.listing.name) if self.hosted else None
+
+
+def listing_cards_search(
+    *,
+    q: str = "",
+    transport: str | None = None,
+    price_model: str | None = None,
+    limit: int = 10,
+) -> list[ListingCard]:
+    """The first `limit` search results (same ranking as the catalogue) with their hosting flag.
+
+    Unknown filter values are refused rather than ignored, so an agent learns the vocabulary.
+    """
+    if transport and transport not in TRANSPORT_CHOICES:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORT_CHOICES)}")
+    if price_model and price_model not in PRICE_MODEL_CHOICES:
+        raise ValueError(f"price_model must be one of {', '.join(PRICE_MODEL_CHOICES)}")
+    limit = max(1, min(int(limit), SEARCH_MAX_LIMIT))
+    results: QuerySet[Listing] = listing_search(
+        q=q, transport=transport or None, price_model=price_model or None
+    )
+    listings = list(results[:limit])
+    hosted = hosted_listing_ids(listing_ids=[item.pk for item in listings])
+    return [ListingCard(listing=item, hosted=item.pk in hosted) for item in listings]

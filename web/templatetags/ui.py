@@ -1,0 +1,48 @@
+"""Template helpers for the people pages. Nothing here marks text safe: autoescape stays on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from web.clients import client_snippets
+from web.formatting import money_format
+from web.selectors import gateway_url
+
+register = template.Library()
+
+
+@register.filter
+def money(amount: object, currency: object = "usd") -> str:
+    """Integer minor units as money: {{ 490|money:"usd" }} -> "$4.90"."""
+    if amount is None or amount == "":
+        return "\u2013"
+    try:
+        value = int(amount)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "\u2013"
+    return money_format(amount=value, currency=str(currency or "usd"))
+
+
+@register.filter
+def minor_decimal(amount: object) -> str:
+    """Minor units as a plain decimal for an input's value (490 -> "4.90"), "" for None."""
+    if amount is None or amount == "":
+        return ""
+    try:
+        value = int(amount)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return ""
+    return f"{value // 100}.{value % 100:02d}"
+
+
+@register.simple_tag
+def client_configs(name: str, key: str | None = None) -> list[Any]:
+    """The ready-to-paste client snippets for a listing (with the raw key only when given)."""
+    return client_snippets(name=name, gateway_url=gateway_url(name), key=key or None)
+
+
+@register.simple_tag
+def gateway_url_for(name: str) -> str:
+    return gateway_url(name)

@@ -1,0 +1,21 @@
+"""Routes of the people pages. Included after `web.urls` (so `/servers/<name>.md` stays the
+agents' markdown) and before `marketplace.urls`, whose plain detail page this one extends."""
+
+from django.urls import path
+
+from web import views
+
+app_name = "ui"
+
+urlpatterns = [
+    path("servers/<path:name>", views.listing_page, name="listing"),
+    path("accounts/signup/", views.signup_page, name="signup"),
+    path("me/licenses/", views.licenses_page, name="licenses"),
+    path("me/licenses/<int:license_id>/", views.license_page, name="license"),
+    path("me/receipts/<int:sale_id>/", views.receipt_page, name="receipt"),
+    path("me/invoices/<int:sale_id>/", views.invoice_redirect, name="invoice"),
+    path("creator/", views.creator_page, name="creator"),
+    path("creator/onboard/", views.creator_onboard, name="creator-onboard"),
+    path("creator/claim/", views.creator_claim_page, name="creator-claim"),
+    path("creator/listings/<path:name>/", views.creator_listing_page, name="creator-listing"),
+]
