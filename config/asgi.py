@@ -1,4 +1,10 @@
-"""ASGI entry point: the whole site (pages, API and the MCP gateway) is served over ASGI."""
+"""ASGI entry point: the whole site (pages, API and the MCP gateway) is served over ASGI.
+
+`/mcp-catalog` (the catalogue as an MCP server, web/catalog_mcp.py), `/mcp/<listing>` and
+`/metrics` (the gateway's own small ASGI app, gateway/app.py explains why) are handled in front
+of Django; every other path is ordinary Django. The catalogue is outermost because it needs
+lifespan shutdown to stop its session manager, and it forwards lifespan to the gateway.
+"""
 
 import os
 
@@ -6,4 +12,9 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from gateway.app import GatewayApp  # noqa: E402  (needs the app registry loaded above)
+from web.catalog_mcp import catalog_asgi_app  # noqa: E402
+
+application = catalog_asgi_app(fallback=GatewayApp(django_application))

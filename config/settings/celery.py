@@ -26,4 +26,22 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "registry_sync.tasks.registry_sync_task",
         "schedule": crontab(minute=7),
     },
+    # Gateway usage: the stream is drained often so quotas/receipts and the ledger stay close;
+    # reports batch to Stripe every minute; the reconcile compares the last day hourly.
+    # Price increases reach existing subscribers when their notice period ends; expiring
+    # licenses (grants with --days, rotated keys' overlap) are swept on the same cadence.
+    "billing-plan-prices-apply-due": {
+        "task": "billing.tasks.plan_prices_apply_due_task",
+        "schedule": 15 * 60,
+    },
+    "billing-licenses-expire-due": {
+        "task": "billing.tasks.licenses_expire_due_task",
+        "schedule": 15 * 60,
+    },
+    "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
+    "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 60.0},
+    "gateway-usage-reconcile": {
+        "task": "gateway.tasks.usage_reconcile_task",
+        "schedule": crontab(minute=37),
+    },
 }

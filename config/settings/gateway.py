@@ -1,13 +1,37 @@
-"""Metered gateway settings."""
+"""Metered gateway settings (see gateway/README.md for what each limit protects)."""
 
-from config.env import env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_required, env_str
+
+_DEBUG = env_bool("DEBUG", default=False)
 
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env_float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+# Time to the upstream's response headers (and to a JSON body).
 GATEWAY_UPSTREAM_READ_TIMEOUT = env_float("GATEWAY_UPSTREAM_READ_TIMEOUT", 60.0)
+# Longest silence on an SSE stream before we drop it (a cancelled TS call never answers).
 GATEWAY_STREAM_IDLE_TIMEOUT = env_float("GATEWAY_STREAM_IDLE_TIMEOUT", 300.0)
-GATEWAY_REDIS_TIMEOUT = env_float("GATEWAY_REDIS_TIMEOUT", 0.1)
+# Every Redis command on the hot path; the failure policy depends on this staying small.
+GATEWAY_REDIS_TIMEOUT = min(env_float("GATEWAY_REDIS_TIMEOUT", 0.1), 0.1)
 GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS", [])
 # Loopback upstreams are refused (SSRF) unless listed here; tests and the demo list theirs.
+# `manage.py check --deploy` warns while this is set (gateway.checks).
 GATEWAY_UPSTREAM_ALLOWLIST = env_list("GATEWAY_UPSTREAM_ALLOWLIST", [])
-GATEWAY_IDENTITY_SECRET = env_str("GATEWAY_IDENTITY_SECRET", "")
+GATEWAY_IDENTITY_SECRET = env_required(
+    "GATEWAY_IDENTITY_SECRET", debug=_DEBUG, local_default="insecure-local-only-identity-secret"
+)
+# Fernet keys for creators' upstream secrets: the first encrypts, all decrypt (rotation).
+GATEWAY_UPSTREAM_SECRET_KEY = env_required(
+    "GATEWAY_UPSTREAM_SECRET_KEY", debug=_DEBUG, local_default="insecure-local-only-upstream-key"
+)
 GATEWAY_ENTITLEMENT_CACHE_SECONDS = env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5)
+# Listing -> upstream config is cached in each process this long (a disabled upstream stops
+# receiving traffic within it).
+GATEWAY_UPSTREAM_CACHE_SECONDS = env_float("GATEWAY_UPSTREAM_CACHE_SECONDS", 5.0)
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+GATEWAY_SESSION_TTL_SECONDS = env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600)
+GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200)
+# Off only for the MCP conformance suite, which cannot send headers: every request then runs
+# as an anonymous free caller of the listing. Never in production (check --deploy errors).
+GATEWAY_REQUIRE_KEY = env_bool("GATEWAY_REQUIRE_KEY", default=True)
+GATEWAY_USAGE_STREAM = env_str("GATEWAY_USAGE_STREAM", "tb:usage")
+# Usage a consumer read but never acknowledged (worker killed) is re-claimed after this.
+GATEWAY_USAGE_CLAIM_IDLE_MS = env_int("GATEWAY_USAGE_CLAIM_IDLE_MS", 60_000)

@@ -38,16 +38,3 @@ BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 3)
 STRIPE_METER_EVENT_PREFIX = env_str("STRIPE_METER_EVENT_PREFIX", "toolbooth")
 # Connect Express accounts are created in this country unless the creator says otherwise.
 STRIPE_CONNECT_DEFAULT_COUNTRY = env_str("STRIPE_CONNECT_DEFAULT_COUNTRY", "US")
-
-# Billing's periodic jobs join the one beat schedule (defined in config.settings.celery).
-from config.settings.celery import CELERY_BEAT_SCHEDULE  # noqa: E402
-
-CELERY_BEAT_SCHEDULE["billing-plan-prices-apply-due"] = {
-    # Price increases reach existing subscribers when their notice period ends.
-    "task": "billing.tasks.plan_prices_apply_due_task",
-    "schedule": 15 * 60,
-}
-CELERY_BEAT_SCHEDULE["billing-licenses-expire-due"] = {
-    "task": "billing.tasks.licenses_expire_due_task",
-    "schedule": 15 * 60,
-}

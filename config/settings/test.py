@@ -8,6 +8,7 @@ os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("LICENSE_KEY_PEPPER", "test-only-pepper")
 os.environ.setdefault("GATEWAY_IDENTITY_SECRET", "test-only-identity-secret")
+os.environ.setdefault("GATEWAY_UPSTREAM_SECRET_KEY", "test-only-upstream-secret-key")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
 
 from config.settings.base import *  # noqa: F403

@@ -1,0 +1,690 @@
+"""The gateway as plain ASGI in front of Django: `/mcp/<listing name>` and `/metrics`.
+
+Why not a Django view: Django's request cycle alone costs 600-750 µs of CPU per request on this
+machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). Everything else
+(pages, API, admin) is ordinary Django behind this app. The order on a gateway request:
+
+1. method (POST/GET/DELETE), Host in ALLOWED_HOSTS (400), Origin (403), no credentials in the
+   query string (400), the listing's upstream (404), `Authorization: Bearer` with a
+   well-formed key (401);
+2. the body, read once (413 over GATEWAY_MAX_BODY_BYTES) and parsed (400 + JSON-RPC error for
+   non-JSON, arrays (batching was removed in 2025-06-18) and non-objects);
+3. admission in one Redis round trip (gateway.ratelimit): entitlement, listing, session
+   binding, rate limit, quota, spend caps. Every invalid key gets the same 401 and body;
+4. one upstream request (gateway.proxy), streamed back; a tools/call is matched by id, billed
+   only when its result has no `isError: true`, and recorded on the usage queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+from django.http.request import split_domain_port, validate_host
+
+from billing.entitlements import Entitlement
+from billing.keys import key_hash as hash_key
+from billing.keys import key_is_well_formed
+from gateway import metering, proxy
+from gateway.crypto import identity_sign
+from gateway.ratelimit import (
+    EXCLUDED,
+    INVALID,
+    KIND_CALL,
+    KIND_FREE,
+    KIND_REQUEST,
+    OK,
+    QUOTA,
+    RATE_LIMITED,
+    SESSION,
+    SPEND_CAP,
+    UNAVAILABLE,
+    WRONG_LISTING,
+    Admission,
+    LocalLimiter,
+    RedisLimiter,
+    seconds_to_period_end,
+    seconds_to_utc_midnight,
+)
+from gateway.resp import RespClient
+from gateway.selectors import UpstreamConfig, upstream_config_get
+from gateway.ssrf import UnsafeUpstreamError, check_upstream_url
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+JSON_CT = (b"content-type", b"application/json")
+_UNAUTHORIZED = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32001, "message": "Invalid or missing license key."},
+    }
+).encode()
+_QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
+
+
+def _error_body(rpc_id: Any, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return json.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error}).encode()
+
+
+async def _respond(
+    send: proxy.Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    hdrs = [JSON_CT, (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _rate_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
+    """draft-ietf-httpapi-ratelimit-headers: the policy and what is left of it."""
+    if not adm.rate_limit:
+        return []
+    return [
+        (b"ratelimit-policy", f'"per-key";q={adm.rate_limit};w=60'.encode()),
+        (
+            b"ratelimit",
+            f'"per-key";r={max(adm.rate_remaining, 0)};t={max(adm.rate_reset, 0)}'.encode(),
+        ),
+    ]
+
+
+def _has_query_credentials(query: bytes) -> bool:
+    text = query.decode("latin-1")
+    if "tb_live_" in text or "tb_test_" in text:
+        return True
+    return any(k.lower() in _QUERY_CREDENTIALS for k, _ in parse_qsl(text, True))
+
+
+def _session_id_ok(sid: str) -> bool:
+    return len(sid) <= 200 and all(0x21 <= ord(c) <= 0x7E for c in sid)
+
+
+async def _read_body(receive: proxy.Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _load_entitlement_sync(key_hash: str) -> Entitlement | None:
+    from billing.selectors import entitlement_get_by_key_hash
+
+    try:
+        return entitlement_get_by_key_hash(key_hash=key_hash)
+    except (OperationalError, InterfaceError):
+        connection.close()  # a dropped connection: reconnect once
+        return entitlement_get_by_key_hash(key_hash=key_hash)
+
+
+def _load_upstream_sync(name: str) -> UpstreamConfig | None:
+    try:
+        config = upstream_config_get(listing_name=name)
+    except (OperationalError, InterfaceError):
+        connection.close()
+        config = upstream_config_get(listing_name=name)
+    if config is not None:
+        try:  # literal addresses bypass the resolver's check, so check the URL itself here
+            check_upstream_url(config.url, resolve=False)
+        except UnsafeUpstreamError:
+            logger.warning("gateway.upstream_unsafe", extra={"listing_id": config.listing_id})
+            return None
+    return config
+
+
+class _SingleFlight:
+    """Concurrent loads of the same key share one query (a cache entry expiring under load
+    would otherwise send every in-flight request to PostgreSQL at once)."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    async def run(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(load())
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(fut)
+
+
+class Gateway:
+    """Per-process state: the pooled client, the limiter, the caches and the local queue."""
+
+    def __init__(self) -> None:
+        s = settings
+        self.require_key: bool = s.GATEWAY_REQUIRE_KEY
+        self.allowed_origins = frozenset(s.GATEWAY_ALLOWED_ORIGINS)
+        self.allowed_hosts: list[str] = list(s.ALLOWED_HOSTS)
+        self.hosts_seen: dict[bytes, bool] = {}
+        self.max_body: int = s.GATEWAY_MAX_BODY_BYTES
+        self.read_timeout: float = s.GATEWAY_UPSTREAM_READ_TIMEOUT
+        self.idle_timeout: float = s.GATEWAY_STREAM_IDLE_TIMEOUT
+        self.upstream_ttl: float = s.GATEWAY_UPSTREAM_CACHE_SECONDS
+        self.http = proxy.new_session(
+            pool_size=s.GATEWAY_UPSTREAM_POOL_SIZE,
+            connect_timeout=s.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
+        )
+        # sock_read: the time to the response headers and between body reads; an SSE stream
+        # raises it to the idle timeout once its headers are in (_Call._relay).
+        self.request_timeout = aiohttp.ClientTimeout(
+            total=None, connect=s.GATEWAY_UPSTREAM_CONNECT_TIMEOUT, sock_read=self.read_timeout
+        )
+        self.upstreams: dict[str, tuple[float, UpstreamConfig | None]] = {}
+        self.flights = _SingleFlight()
+        self.queue = metering.LocalUsageQueue()
+        local = LocalLimiter(
+            self._load_entitlement,
+            cache_seconds=s.GATEWAY_ENTITLEMENT_CACHE_SECONDS,
+            session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
+        )
+        self.local = local
+        self.redis: RedisLimiter | None = None
+        if s.REDIS_URL:
+            client = RespClient(s.REDIS_URL, timeout=s.GATEWAY_REDIS_TIMEOUT)
+            self.redis = RedisLimiter(
+                client,
+                local,
+                self._load_entitlement,
+                cache_seconds=s.GATEWAY_ENTITLEMENT_CACHE_SECONDS,
+                session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
+                stream=s.GATEWAY_USAGE_STREAM,
+            )
+
+    async def _load_entitlement(self, key_hash: str) -> Entitlement | None:
+        ent: Entitlement | None = await self.flights.run(
+            "ent:" + key_hash, lambda: sync_to_async(_load_entitlement_sync)(key_hash)
+        )
+        return ent
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()  # deferred records first; failures land in the queue
+        await self.queue.flush()
+        await self.http.close()
+
+    async def upstream(self, name: str, now: float) -> UpstreamConfig | None:
+        hit = self.upstreams.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        config: UpstreamConfig | None = await self.flights.run(
+            "up:" + name, lambda: sync_to_async(_load_upstream_sync)(name)
+        )
+        if len(self.upstreams) > 10_000:
+            self.upstreams.clear()
+        self.upstreams[name] = (now + self.upstream_ttl, config)
+        return config
+
+    async def admit(
+        self, *, key_hash: str, name: str, kind: str, tool: str, session_id: str, now: float
+    ) -> Admission:
+        if self.redis is not None:
+            return await self.redis.admit(
+                key_hash=key_hash,
+                listing_name=name,
+                kind=kind,
+                tool=tool,
+                session_id=session_id,
+                now=now,
+            )
+        return await self.local.admit(
+            key_hash=key_hash,
+            listing_name=name,
+            kind=kind,
+            tool=tool,
+            session_id=session_id,
+            now=now,
+        )
+
+    async def session_bind(self, session_id: str, key_id: int, now: float) -> None:
+        if self.redis is not None:
+            await self.redis.session_bind(session_id, key_id, now)
+        else:
+            self.local.session_bind(session_id, key_id, now)
+
+    async def session_forget(self, session_id: str, now: float) -> None:
+        if self.redis is not None:
+            await self.redis.session_forget(session_id, now)
+        else:
+            self.local.session_forget(session_id)
+
+    def record(self, record: dict[str, Any], adm: Admission, now: float) -> None:
+        """Put a finished call on the durable queue (Redis stream, else in-process)."""
+        refund = not record["billable"]
+        if self.redis is not None and not adm.local:
+            self.redis.record(
+                metering.record_json(record),
+                refund=refund,
+                reserved=adm.reserved,
+                now=now,
+                on_failure=lambda: self.queue.put(record),
+            )
+            return
+        if refund:
+            self.local.refund(adm.reserved)
+        self.queue.put(record)
+
+    # --- the request ------------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: proxy.Receive, send: proxy.Send) -> None:
+        started = time.perf_counter()
+        now = time.time()
+        method: str = scope["method"]
+        name: str = scope["path"][5:]
+        if method not in ("POST", "GET", "DELETE"):
+            body = _error_body(None, -32600, "Method not allowed.")
+            return await _respond(send, 405, body, [(b"allow", b"GET, POST, DELETE")])
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        if not self._host_ok(headers.get(b"host", b"")):
+            return await _respond(send, 400, _error_body(None, -32600, "Host not allowed."))
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in self.allowed_origins:
+            return await _respond(send, 403, _error_body(None, -32600, "Origin not allowed."))
+        if scope.get("query_string") and _has_query_credentials(scope["query_string"]):
+            body = _error_body(None, -32600, "Send the key in the Authorization header only.")
+            return await _respond(send, 400, body)
+        up = await self.upstream(name, now)
+        if up is None:
+            return await _respond(send, 404, _error_body(None, -32601, "Unknown MCP server."))
+        key_hash = ""
+        if self.require_key:
+            auth = headers.get(b"authorization", b"")
+            raw_key = auth[7:].strip().decode("latin-1") if auth[:7].lower() == b"bearer " else ""
+            if not key_is_well_formed(raw_key):
+                return await self._unauthorized(send, name)
+            key_hash = hash_key(raw_key)
+
+        message: dict[str, Any] | None = None
+        body = b""
+        rpc_id: Any = None
+        kind, tool, rpc_method = KIND_FREE, "", ""
+        if method == "POST":
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                return await _respond(send, 413, _error_body(None, -32600, "Body too large."))
+            read = await _read_body(receive, self.max_body)
+            if read is None:
+                return await _respond(send, 413, _error_body(None, -32600, "Body too large."))
+            body = read
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return await _respond(send, 400, _error_body(None, -32700, "Parse error."))
+            if isinstance(parsed, list):
+                text = "Batch requests are not supported (MCP 2025-06-18 removed batching)."
+                return await _respond(send, 400, _error_body(None, -32600, text))
+            if not isinstance(parsed, dict):
+                return await _respond(send, 400, _error_body(None, -32600, "Invalid request."))
+            message = parsed
+            rpc_id = message.get("id")
+            raw_method = message.get("method")
+            rpc_method = raw_method if isinstance(raw_method, str) else ""
+            if rpc_method and rpc_id is not None:
+                kind = KIND_REQUEST
+                if rpc_method == "tools/call":
+                    params = message.get("params")
+                    raw_tool = params.get("name") if isinstance(params, dict) else None
+                    if not isinstance(raw_tool, str) or not raw_tool:
+                        body_err = _error_body(rpc_id, -32602, "tools/call needs params.name.")
+                        return await _respond(send, 400, body_err)
+                    tool, kind = raw_tool, KIND_CALL
+        elif method == "GET":
+            kind = KIND_REQUEST
+        session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")
+        if session_id and not _session_id_ok(session_id):
+            return await _respond(send, 400, _error_body(rpc_id, -32600, "Bad Mcp-Session-Id."))
+
+        if self.require_key:
+            adm = await self.admit(
+                key_hash=key_hash, name=name, kind=kind, tool=tool, session_id=session_id, now=now
+            )
+        else:
+            adm = Admission(OK, _anonymous(up))
+        if adm.verdict != OK or adm.entitlement is None:
+            return await self._refuse(send, name, adm, rpc_id, tool, now)
+        ent = adm.entitlement
+        metering.requests_metric(name).inc()
+        call = _Call(self, up, ent, adm, rpc_id, rpc_method, tool, started, now)
+        await call.run(scope, receive, send, method, headers, body, session_id)
+
+    def _host_ok(self, raw: bytes) -> bool:
+        """Django's ALLOWED_HOSTS rule (this path bypasses Django): a DNS-rebinding defence."""
+        ok = self.hosts_seen.get(raw)
+        if ok is None:
+            domain, _ = split_domain_port(raw.decode("latin-1"))
+            ok = bool(domain) and validate_host(domain, self.allowed_hosts)
+            if len(self.hosts_seen) < 1000:
+                self.hosts_seen[raw] = ok
+        return ok
+
+    async def _unauthorized(self, send: proxy.Send, name: str) -> None:
+        metering.rejected_metric(name, "auth").inc()
+        await _respond(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+
+    async def _refuse(
+        self, send: proxy.Send, name: str, adm: Admission, rpc_id: Any, tool: str, now: float
+    ) -> None:
+        v = adm.verdict
+        if v in (INVALID, WRONG_LISTING) or adm.entitlement is None:
+            return await self._unauthorized(send, name)
+        ent = adm.entitlement
+        if v == SESSION:
+            metering.rejected_metric(name, "session").inc()
+            return await _respond(send, 404, _error_body(rpc_id, -32001, "Session not found."))
+        if v == EXCLUDED:
+            metering.rejected_metric(name, "excluded").inc()
+            body = _error_body(rpc_id, -32602, f"Unknown tool: {tool[:100]}")
+            return await _respond(send, 200, body)
+        if v == UNAVAILABLE:
+            metering.rejected_metric(name, "unavailable").inc()
+            body = _error_body(rpc_id, -32050, "Metering is temporarily unavailable.")
+            return await _respond(send, 503, body, [(b"retry-after", b"1")])
+        if v == RATE_LIMITED:
+            reason, code, text = "rate_limited", -32029, "Rate limit exceeded."
+            headers = _rate_headers(adm)
+        elif v == QUOTA:
+            reason, code, text = "quota", -32030, "Monthly call quota used up."
+            adm.retry_after = seconds_to_period_end(ent.period_start, now)
+            headers = []
+        elif v == SPEND_CAP:
+            reason, code = "spend_cap", -32031
+            text = f"Spend cap reached for this {adm.cap_window}."
+            adm.retry_after = (
+                seconds_to_utc_midnight(now)
+                if adm.cap_window == "day"
+                else seconds_to_period_end(ent.period_start, now)
+            )
+            headers = []
+        else:
+            logger.error("gateway.unknown_verdict", extra={"verdict": v})
+            return await _respond(send, 500, _error_body(rpc_id, -32603, "Internal error."))
+        metering.rejected_metric(name, reason).inc()
+        retry = str(max(adm.retry_after, 1)).encode()
+        body = _error_body(rpc_id, code, text, {"retry_after": int(retry)})
+        await _respond(send, 429, body, [(b"retry-after", retry), *headers])
+
+
+def _anonymous(up: UpstreamConfig) -> Entitlement:
+    """The caller when GATEWAY_REQUIRE_KEY is off (conformance runs only): free, unmetered."""
+    return Entitlement(
+        key_id=0,
+        license_id=0,
+        listing_id=up.listing_id,
+        listing_name=up.listing_name,
+        plan_id=0,
+        plan_kind="free",
+        status="active",
+        currency="usd",
+        rate_limit_per_minute=0,
+        included_calls=None,
+        hard_cap=False,
+        unit_amount=0,
+        overage_unit_amount=0,
+    )
+
+
+class _Call:
+    """One admitted request on its way to the upstream and back."""
+
+    __slots__ = (
+        "adm",
+        "call_id",
+        "ent",
+        "gw",
+        "meter",
+        "now",
+        "rpc_id",
+        "rpc_method",
+        "started",
+        "tool",
+        "up",
+    )
+
+    def __init__(
+        self,
+        gw: Gateway,
+        up: UpstreamConfig,
+        ent: Entitlement,
+        adm: Admission,
+        rpc_id: Any,
+        rpc_method: str,
+        tool: str,
+        started: float,
+        now: float,
+    ) -> None:
+        self.gw, self.up, self.ent, self.adm = gw, up, ent, adm
+        self.rpc_id, self.rpc_method, self.tool = rpc_id, rpc_method, tool
+        self.started, self.now = started, now
+        self.call_id = metering.new_call_id() if rpc_method == "tools/call" else None
+        self.meter: proxy.Meter | None = None
+        if rpc_method == "tools/call":
+            self.meter = proxy.Meter(rpc_id, rpc_method, self._receipt)
+        elif rpc_method == "tools/list" and rpc_id is not None:
+            self.meter = proxy.Meter(rpc_id, rpc_method, self._prices)
+
+    def _receipt(self, message: dict[str, Any]) -> None:
+        result = message["result"]
+        billable = result.get("isError") is not True
+        meta = result.get("_meta")
+        if not isinstance(meta, dict):
+            meta = result["_meta"] = {}
+        meta[proxy.RECEIPT_KEY] = {
+            "call_id": str(self.call_id),
+            "amount": self.adm.amount if billable else 0,
+            "currency": self.ent.currency,
+            "quota_remaining": self.adm.quota_remaining,
+        }
+
+    def _prices(self, message: dict[str, Any]) -> None:
+        tools = message["result"].get("tools")
+        if not isinstance(tools, list):
+            return
+        kept = []
+        for t in tools:
+            if not isinstance(t, dict):
+                continue
+            price = self.ent.tool_unit_amount(str(t.get("name", "")))
+            if price is None:
+                continue  # the same predicate refuses the call (tool_unit_amount is None)
+            meta = t.get("_meta")
+            if not isinstance(meta, dict):
+                meta = t["_meta"] = {}
+            meta[proxy.PRICE_KEY] = {"unit_amount": price, "currency": self.ent.currency}
+            kept.append(t)
+        message["result"]["tools"] = kept
+
+    async def run(
+        self,
+        scope: Scope,
+        receive: proxy.Receive,
+        send: proxy.Send,
+        method: str,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        session_id: str,
+    ) -> None:
+        gw, up = self.gw, self.up
+        identity = identity_sign(
+            key=up.identity_key, listing_name=up.listing_name, license_id=self.ent.license_id
+        )
+        out = proxy.forward_headers(headers, secret=up.secret, identity=identity)
+        outcome = "gateway_error"
+        try:  # sock_read = the read timeout bounds the wait for the response headers
+            resp = await gw.http.request(
+                method,
+                up.url,
+                data=body if method == "POST" else None,
+                headers=out,
+                allow_redirects=False,
+                timeout=gw.request_timeout,
+            )
+        except TimeoutError:
+            await _respond(send, 504, _error_body(self.rpc_id, -32603, "Upstream timed out."))
+            return await self._finish("timeout")
+        except (aiohttp.ClientError, OSError, UnsafeUpstreamError) as exc:
+            logger.warning(
+                "gateway.upstream_unreachable",
+                extra={"listing_id": up.listing_id, "error": type(exc).__name__},
+            )
+            await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
+            return await self._finish("upstream_error")
+        try:
+            outcome = await self._relay(resp, receive, send, method, session_id)
+        finally:
+            resp.release()
+        await self._finish(outcome)
+
+    async def _relay(
+        self,
+        resp: aiohttp.ClientResponse,
+        receive: proxy.Receive,
+        send: proxy.Send,
+        method: str,
+        session_id: str,
+    ) -> str:
+        gw, meter = self.gw, self.meter
+        hdrs = proxy.response_headers(resp)
+        hdrs += _rate_headers(self.adm)
+        new_session = resp.headers.get("mcp-session-id")
+        if new_session and not session_id and resp.status < 300 and self.ent.key_id:
+            await gw.session_bind(new_session, self.ent.key_id, self.now)
+        if method == "DELETE" and session_id and resp.status < 300:
+            await gw.session_forget(session_id, self.now)
+        ctype = resp.headers.get("content-type", "")
+        if resp.status >= 500:
+            fail = "upstream_error"
+        else:
+            fail = "rpc_error" if resp.status >= 300 else "cancelled"
+        if ctype.startswith("text/event-stream"):
+            if resp.connection is not None:  # from here on, silence up to the idle timeout
+                resp.connection.protocol.read_timeout = gw.idle_timeout  # type: ignore[union-attr]
+            hdrs.append((b"x-accel-buffering", b"no"))
+            await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
+            disconnected = False
+
+            def on_disconnect() -> None:
+                nonlocal disconnected
+                disconnected = True
+                resp.close()
+
+            watcher = asyncio.get_running_loop().create_task(
+                proxy.watch_disconnect(receive, on_disconnect)
+            )
+            try:
+                await proxy.pump_sse(resp, send, meter)
+                result = meter.outcome if meter is not None and meter.matched else fail
+            except TimeoutError:
+                result = meter.outcome if meter is not None and meter.matched else "timeout"
+            except (aiohttp.ClientError, OSError):
+                result = "cancelled" if disconnected else "upstream_error"
+                if meter is not None and meter.matched:
+                    result = meter.outcome
+            finally:
+                watcher.cancel()
+            await send({"type": "http.response.body", "body": b""})
+            return result
+        try:
+            data = await proxy.read_body(resp)
+        except TimeoutError:
+            await _respond(send, 504, _error_body(self.rpc_id, -32603, "Upstream timed out."))
+            return "timeout"
+        except (aiohttp.ClientError, OSError, proxy.ResponseTooLarge):
+            await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
+            return "upstream_error"
+        if meter is not None and resp.status == 200 and ctype.startswith("application/json"):
+            rewritten = proxy.rewrite_json_body(data, meter)
+            if rewritten is not None:
+                data = rewritten
+        hdrs.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": data})
+        return meter.outcome if meter is not None and meter.matched else fail
+
+    async def _finish(self, outcome: str) -> None:
+        if self.call_id is None:
+            return
+        billable = outcome == "success"
+        latency = time.perf_counter() - self.started
+        listing = self.up.listing_name
+        tool_label = self.tool[:64] if billable else "-"
+        metering.calls_metric(listing, tool_label, outcome).inc()
+        metering.latency_metric(listing, tool_label).observe(latency)
+        record = metering.usage_record(
+            call_id=self.call_id,
+            ent=self.ent,
+            tool=self.tool,
+            amount=self.adm.amount,
+            billable=billable,
+            outcome=outcome,
+            latency_ms=int(latency * 1000),
+            occurred_at=self.now,
+        )
+        if self.ent.key_id == 0:  # anonymous (conformance) traffic is not metered
+            return
+        self.gw.record(record, self.adm, time.time())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "gateway.call",
+                extra={"call_id": str(self.call_id), "outcome": outcome, "listing": listing},
+            )
+
+
+class GatewayApp:
+    """ASGI: `/mcp/...` and `/metrics` here, everything else to Django."""
+
+    def __init__(self, django_app: Any) -> None:
+        self.django = django_app
+        self._gateway: Gateway | None = None
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            self._gateway = Gateway()
+        return self._gateway
+
+    async def __call__(self, scope: Scope, receive: proxy.Receive, send: proxy.Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/mcp/") and len(path) > 5:
+                return await self.gateway.handle(scope, receive, send)
+            if path == "/metrics":
+                body = metering.metrics_payload()
+                ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+                await send({"type": "http.response.start", "status": 200, "headers": [ctype]})
+                return await send({"type": "http.response.body", "body": body})
+        elif kind == "lifespan":
+            return await self._lifespan(receive, send)
+        await self.django(scope, receive, send)
+
+    async def _lifespan(self, receive: proxy.Receive, send: proxy.Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._gateway is not None:
+                    await self._gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,238 @@
+"""The one module that talks to creators' upstream MCP servers.
+
+One pooled aiohttp session per process; timeouts from settings (connect, time to response
+headers, stream idle); redirects never followed; the SSRF guard runs inside the resolver, so
+every connect re-checks the addresses a name resolves to. Requests carry only the MCP headers
+the transport needs, plus the creator's own upstream secret and our signed identity header;
+never the buyer's key, cookies or Origin.
+
+Responses stream back unchanged (bytes, status, SSE events one by one) except the single
+JSON-RPC message that answers a metered request: a tools/call result gets its receipt in
+`result._meta`, a tools/list result gets prices and loses the tools the plan excludes. Only that
+message is re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from gateway.ssrf import UnsafeUpstreamError, check_addresses
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# Request headers forwarded to the upstream (lower-case); Mcp-Param-* by prefix.
+PASS_REQUEST = (
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+)
+# Response headers returned to the client.
+PASS_RESPONSE = ("content-type", "mcp-session-id", "cache-control", "retry-after")
+RECEIPT_KEY = "dev.toolbooth/receipt"
+PRICE_KEY = "dev.toolbooth/price"
+MAX_JSON_RESPONSE = 32 * 1024 * 1024
+
+
+class GuardedResolver(AbstractResolver):
+    """DNS through aiohttp's default resolver, refused unless every address is allowed."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        check_addresses(host, port, [r["host"] for r in results])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def new_session(*, pool_size: int, connect_timeout: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=pool_size, resolver=GuardedResolver(), ttl_dns_cache=10, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent",),
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout),
+    )
+
+
+@dataclass(slots=True)
+class Meter:
+    """What we look for in the response: the answer to request `rpc_id` of `method`."""
+
+    rpc_id: Any
+    method: str  # "tools/call" or "tools/list"
+    rewrite: Callable[[dict[str, Any]], None]
+    outcome: str = ""  # set once the answer was seen
+    matched: bool = field(default=False)
+
+    def inspect(self, message: Any) -> bool:
+        """True when `message` answers our request (and was rewritten in place)."""
+        if self.matched or not isinstance(message, dict):
+            return False
+        mid = message.get("id")
+        if type(mid) is not type(self.rpc_id) or mid != self.rpc_id:
+            return False
+        if "error" in message:
+            self.outcome = "rpc_error"
+        elif isinstance(message.get("result"), dict):
+            self.outcome = "tool_error" if message["result"].get("isError") is True else "success"
+            self.rewrite(message)
+        else:
+            return False
+        self.matched = True
+        return True
+
+
+def forward_headers(headers: dict[bytes, bytes], *, secret: str, identity: str) -> dict[str, str]:
+    out = {"Accept-Encoding": "identity", "X-Toolbooth-Identity": identity}
+    for name in PASS_REQUEST:
+        value = headers.get(name.encode())
+        if value is not None:
+            out[name] = value.decode("latin-1")
+    for raw_name, raw_value in headers.items():
+        if raw_name.startswith(b"mcp-param-"):
+            out[raw_name.decode("latin-1")] = raw_value.decode("latin-1")
+    if secret:
+        out["Authorization"] = f"Bearer {secret}"
+    return out
+
+
+def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for name in PASS_RESPONSE:
+        value = resp.headers.get(name)
+        if value is not None:
+            out.append((name.encode(), value.encode("latin-1")))
+    return out
+
+
+def rewrite_json_body(body: bytes, meter: Meter) -> bytes | None:
+    """The body with our answer rewritten, or None when it does not contain it."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if meter.inspect(message):
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return None
+
+
+def _find_event_end(buf: bytes | bytearray, start: int) -> tuple[int, int]:
+    """(end of event, length of separator) of the first complete SSE event, or (-1, 0)."""
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\r\n\r\n", start)
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return crlf, 4
+    if lf != -1:
+        return lf, 2
+    return -1, 0
+
+
+def rewrite_sse_event(event: bytes, meter: Meter) -> bytes | None:
+    """The event with our answer rewritten, or None when it is something else."""
+    newline = b"\r\n" if b"\r\n" in event else b"\n"
+    lines = event.split(newline)
+    data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
+    if not data or not data[0].startswith(b"{"):
+        return None
+    try:
+        message = json.loads(b"\n".join(data))
+    except ValueError:
+        return None
+    if not meter.inspect(message):
+        return None
+    encoded = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    kept = [ln for ln in lines if not ln.startswith(b"data:")]
+    return newline.join([*kept, b"data: " + encoded])
+
+
+async def pump_sse(resp: aiohttp.ClientResponse, send: Send, meter: Meter | None) -> None:
+    """Forward SSE events one by one as they arrive; rewrite our answer when it passes."""
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        if meter is None or meter.matched:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            continue
+        buf += chunk
+        start = 0
+        out = bytearray()
+        while True:
+            end, sep = _find_event_end(buf, start)
+            if end == -1:
+                break
+            event = bytes(buf[start:end])
+            rewritten = None if meter.matched else rewrite_sse_event(event, meter)
+            out += rewritten if rewritten is not None else event
+            out += buf[end : end + sep]
+            start = end + sep
+        del buf[:start]
+        if meter.matched and buf:  # the rest passes through untouched
+            out += buf
+            buf.clear()
+        if out:
+            await send({"type": "http.response.body", "body": bytes(out), "more_body": True})
+    if buf:
+        await send({"type": "http.response.body", "body": bytes(buf), "more_body": True})
+
+
+class ResponseTooLarge(Exception):
+    """A non-streaming upstream body over MAX_JSON_RESPONSE."""
+
+
+async def read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole (non-SSE) body, refusing more than MAX_JSON_RESPONSE bytes."""
+    if resp.content_length is not None:
+        if resp.content_length > MAX_JSON_RESPONSE:
+            raise ResponseTooLarge
+        return await resp.read()
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_JSON_RESPONSE:
+            raise ResponseTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            on_disconnect()
+            return
+
+
+__all__ = [
+    "PRICE_KEY",
+    "RECEIPT_KEY",
+    "Meter",
+    "UnsafeUpstreamError",
+    "forward_headers",
+    "new_session",
+    "pump_sse",
+    "read_body",
+    "response_headers",
+    "rewrite_json_body",
+    "watch_disconnect",
+]

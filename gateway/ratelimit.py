@@ -1,0 +1,535 @@
+"""Admission for one gateway request: entitlement, rate limit, quota, spend caps, session.
+
+Everything a warm request needs happens in ONE Redis round trip (`_ADMIT_LUA`): read the cached
+entitlement (`tb:ent:<key hash>`, JSON of `dataclasses.asdict(Entitlement)`, written here on a
+miss and deleted by billing on change), check status/expiry/listing, the session binding, a GCRA
+rate limit per key and listing, the monthly quota and per-key spend caps, and only then (all
+checks passed) reserve the counters. A finished tools/call is recorded with a second script
+(`_RECORD_LUA`): XADD to the usage stream, and refund the reservations of a call that turned out
+not billable. Counters may be lost (they are protective or re-derivable from the ledger); the
+stream is the durable record.
+
+Failure policy (also in gateway/README.md): every Redis command times out after
+GATEWAY_REDIS_TIMEOUT (<= 100 ms) with no retries. When the connection is refused or reset
+(Redis down) Redis is skipped for `_BREAKER_SECONDS`; a timeout (Redis frozen, or our own loop
+overloaded) costs only that request its <= 100 ms, and nothing ever waits longer. While Redis
+is unavailable: the entitlement is the copy this process last saw in Redis if younger than the
+cache TTL, else PostgreSQL (then cached in-process for the TTL);
+protective limits (rate limit) run on the in-process limiter; anything that spends money or
+quota (a tools/call with a price or under a quota) fails closed with 503 + Retry-After; a
+session id we cannot verify gets 503; free calls pass and are recorded on the in-process usage
+queue. Without REDIS_URL (the demo) the in-process implementation is the whole backend.
+
+Both implementations answer the same questions the same way; tests run the same cases on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from billing.entitlements import Entitlement, ToolPrice
+from gateway.resp import RespClient
+
+logger = logging.getLogger(__name__)
+
+# Admission verdicts (the first element of the script's reply).
+OK, MISS, INVALID, WRONG_LISTING, RATE_LIMITED, QUOTA, SPEND_CAP, EXCLUDED, SESSION = range(9)
+UNAVAILABLE = 99  # ours: Redis is down and the request needs it (503)
+
+KIND_CALL = "call"  # tools/call: rate limit + quota + spend
+KIND_REQUEST = "req"  # other JSON-RPC requests and GET streams: rate limit only
+KIND_FREE = "free"  # notifications, responses, DELETE: no limits
+
+_BREAKER_SECONDS = 1.0
+# A finished call's XADD waits at most this long to share a write with the next admission.
+_RECORD_DELAY = 0.002
+_QUOTA_TTL = 40 * 86400
+_DAY_TTL = 2 * 86400
+_NEGATIVE = "0"  # cached "no such key" so garbage keys cannot hammer PostgreSQL
+_REDIS_FAILURES = (OSError, asyncio.TimeoutError, RedisError)
+
+_ADMIT_LUA = """
+local function id(x) return string.format('%d', x) end
+local ek = 'tb:ent:' .. ARGV[1]
+local raw
+if ARGV[9] ~= '' then
+  raw = ARGV[9]
+  redis.call('SET', ek, raw, 'EX', ARGV[10])
+else
+  raw = redis.call('GET', ek)
+end
+if not raw then return {1} end
+if raw == '0' then return {2} end
+local ent = cjson.decode(raw)
+local now = tonumber(ARGV[6])
+if ent.status ~= 'active' then return {2} end
+if type(ent.expires_at) == 'number' and ent.expires_at <= now then return {2} end
+if ent.listing_name ~= ARGV[2] then return {3} end
+local sid = ARGV[5]
+if sid ~= '' then
+  local sk = 'tb:sess:' .. sid
+  if redis.call('GET', sk) ~= id(ent.key_id) then return {8, raw} end
+  redis.call('EXPIRE', sk, ARGV[11])
+end
+local kind = ARGV[3]
+local rl = tonumber(ent.rate_limit_per_minute) or 0
+local rk, new_tat, remaining, reset = nil, 0, -1, 0
+if kind ~= 'free' and rl > 0 then
+  rk = 'tb:rl:' .. id(ent.key_id) .. ':' .. id(ent.listing_id)
+  local interval = 60 / rl
+  local tat = tonumber(redis.call('GET', rk) or '0')
+  if tat < now then tat = now end
+  new_tat = tat + interval
+  if new_tat - 60 > now + 0.001 then
+    return {4, raw, math.ceil(new_tat - 60 - now), rl, math.ceil(tat - now)}
+  end
+  remaining = math.floor((now + 60 - new_tat) / interval + 1e-3)
+  reset = math.ceil(new_tat - now)
+end
+local amount, qleft, incr = 0, -1, {}
+if kind == 'call' then
+  local price = tonumber(ent.unit_amount) or 0
+  local tp = ent.tool_prices[ARGV[4]]
+  if type(tp) == 'table' then
+    if tp.excluded then return {7, raw} end
+    price = tonumber(tp.unit_amount) or 0
+  end
+  amount = price
+  local qk, dk, mk
+  if type(ent.included_calls) == 'number' then
+    qk = 'tb:q:' .. id(ent.license_id) .. ':' .. id(ent.period_start)
+    local used = tonumber(redis.call('GET', qk) or '0')
+    if used < ent.included_calls then
+      amount = 0
+    else
+      if ent.hard_cap then return {5, raw} end
+      local over = tonumber(ent.overage_unit_amount) or 0
+      if over > 0 then amount = over end
+    end
+    qleft = math.max(ent.included_calls - used - 1, 0)
+  end
+  if amount > 0 then
+    if type(ent.daily_spend_cap) == 'number' then
+      dk = 'tb:sd:' .. id(ent.key_id) .. ':' .. ARGV[7]
+      if tonumber(redis.call('GET', dk) or '0') + amount > ent.daily_spend_cap then
+        return {6, raw, 1}
+      end
+    end
+    if type(ent.monthly_spend_cap) == 'number' then
+      mk = 'tb:sm:' .. id(ent.key_id) .. ':' .. id(ent.period_start)
+      if tonumber(redis.call('GET', mk) or '0') + amount > ent.monthly_spend_cap then
+        return {6, raw, 2}
+      end
+    end
+  end
+  if qk then
+    redis.call('INCR', qk); redis.call('EXPIRE', qk, ARGV[12])
+    incr[#incr + 1] = qk; incr[#incr + 1] = 1
+  end
+  if dk then
+    redis.call('INCRBY', dk, amount); redis.call('EXPIRE', dk, ARGV[13])
+    incr[#incr + 1] = dk; incr[#incr + 1] = amount
+  end
+  if mk then
+    redis.call('INCRBY', mk, amount); redis.call('EXPIRE', mk, ARGV[12])
+    incr[#incr + 1] = mk; incr[#incr + 1] = amount
+  end
+end
+if rk then
+  redis.call('SET', rk, string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
+end
+return {0, raw, amount, qleft, remaining, reset, rl, incr}
+"""
+
+_RECORD_LUA = """
+redis.call('XADD', ARGV[1], '*', 'e', ARGV[2])
+if ARGV[3] == '1' then
+  for i = 4, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
+
+@dataclass(slots=True)
+class Admission:
+    """The verdict for one request and what the proxy needs to finish it."""
+
+    verdict: int
+    entitlement: Entitlement | None = None
+    amount: int = 0  # minor units reserved for a tools/call
+    quota_remaining: int | None = None
+    rate_limit: int = 0  # per minute; 0 = none applied
+    rate_remaining: int = -1
+    rate_reset: int = 0
+    retry_after: int = 0
+    # (counter key, amount) pairs reserved for a call; refunded when it is not billable.
+    reserved: list[tuple[str, int]] = field(default_factory=list)
+    cap_window: str = ""  # "day" or "month" for SPEND_CAP
+    local: bool = False  # decided by the in-process implementation
+
+
+def entitlement_from_json(raw: str | bytes) -> Entitlement:
+    data = json.loads(raw)
+    prices = {k: ToolPrice(**v) for k, v in (data.pop("tool_prices", None) or {}).items()}
+    return Entitlement(**data, tool_prices=prices)
+
+
+def entitlement_to_json(ent: Entitlement) -> str:
+    return json.dumps(asdict(ent), separators=(",", ":"))
+
+
+def day_key(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def seconds_to_utc_midnight(now: float) -> int:
+    return max(1, 86400 - int(now) % 86400)
+
+
+def seconds_to_period_end(period_start: float, now: float) -> int:
+    """Quota months start at `period_start`; the next one starts a calendar month later."""
+    start = time.gmtime(period_start)
+    year, month = divmod(start.tm_year * 12 + start.tm_mon, 12)  # month after, 0-based
+    day = min(start.tm_mday, calendar.monthrange(year, month + 1)[1])
+    nxt = calendar.timegm((year, month + 1, day, start.tm_hour, start.tm_min, start.tm_sec))
+    return max(1, math.ceil(nxt - now))
+
+
+EntitlementLoader = Callable[[str], Awaitable[Entitlement | None]]
+
+
+class _Memo:
+    """JSON text -> decoded Entitlement, so a warm key is decoded once per process."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[bytes, Entitlement] = OrderedDict()
+        self._size = size
+
+    def get(self, raw: bytes) -> Entitlement:
+        ent = self._items.get(raw)
+        if ent is None:
+            ent = entitlement_from_json(raw)
+            self._items[raw] = ent
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return ent
+
+
+class LocalLimiter:
+    """The in-process implementation: the demo's whole backend and Redis's fallback.
+
+    Same rules as `_ADMIT_LUA`, in Python; state lives in this process only.
+    """
+
+    def __init__(self, loader: EntitlementLoader, *, cache_seconds: float, session_ttl: int):
+        self._loader = loader
+        self._cache_seconds = cache_seconds
+        self._session_ttl = session_ttl
+        self._ents: dict[str, tuple[float, Entitlement | None]] = {}
+        self._tat: dict[str, float] = {}
+        self._counters: dict[str, int] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}
+
+    async def entitlement(self, key_hash: str, now: float) -> Entitlement | None:
+        hit = self._ents.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        ent = await self._loader(key_hash)
+        if len(self._ents) > 100_000:
+            self._ents.clear()
+        self._ents[key_hash] = (now + self._cache_seconds, ent)
+        return ent
+
+    def remember(self, key_hash: str, ent: Entitlement, now: float) -> None:
+        """Keep the copy Redis just returned, for an outage (at most the cache TTL old)."""
+        self._ents[key_hash] = (now + self._cache_seconds, ent)
+
+    def invalidate(self, key_hash: str) -> None:
+        self._ents.pop(key_hash, None)
+
+    def session_owner(self, session_id: str, now: float) -> str | None:
+        hit = self._sessions.get(session_id)
+        return hit[0] if hit is not None and hit[1] > now else None
+
+    def session_bind(self, session_id: str, key_id: int, now: float) -> None:
+        self._sessions[session_id] = (str(key_id), now + self._session_ttl)
+
+    def session_forget(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def admit(
+        self,
+        *,
+        key_hash: str,
+        listing_name: str,
+        kind: str,
+        tool: str,
+        session_id: str,
+        now: float,
+        paid_allowed: bool = True,
+    ) -> Admission:
+        ent = await self.entitlement(key_hash, now)
+        if ent is None or ent.status != "active":
+            return Admission(INVALID, local=True)
+        if ent.expires_at is not None and ent.expires_at <= now:
+            return Admission(INVALID, local=True)
+        if ent.listing_name != listing_name:
+            return Admission(WRONG_LISTING, local=True)
+        if session_id:
+            owner = self.session_owner(session_id, now)
+            if owner is None and not paid_allowed:
+                return Admission(UNAVAILABLE, ent, retry_after=1, local=True)
+            if owner != str(ent.key_id):
+                return Admission(SESSION, ent, local=True)
+            self.session_bind(session_id, ent.key_id, now)
+        adm = Admission(OK, ent, local=True)
+        rk, new_tat = "", 0.0
+        if kind != KIND_FREE and ent.rate_limit_per_minute > 0:
+            rl = ent.rate_limit_per_minute
+            interval = 60 / rl
+            rk = f"{ent.key_id}:{ent.listing_id}"
+            tat = max(self._tat.get(rk, 0.0), now)
+            new_tat = tat + interval
+            if new_tat - 60 > now + 0.001:
+                return Admission(
+                    RATE_LIMITED,
+                    ent,
+                    rate_limit=rl,
+                    rate_remaining=0,
+                    retry_after=math.ceil(new_tat - 60 - now),
+                    rate_reset=math.ceil(tat - now),
+                    local=True,
+                )
+            adm.rate_limit, adm.rate_remaining = (
+                rl,
+                math.floor((now + 60 - new_tat) / interval + 1e-3),
+            )
+            adm.rate_reset = math.ceil(new_tat - now)
+        if kind == KIND_CALL:
+            price = ent.tool_unit_amount(tool)
+            if price is None:
+                return Admission(EXCLUDED, ent, local=True)
+            amount, reserved = price, []
+            if ent.included_calls is not None:
+                qk = f"q:{ent.license_id}:{int(ent.period_start)}"
+                used = self._counters.get(qk, 0)
+                if used < ent.included_calls:
+                    amount = 0
+                elif ent.hard_cap:
+                    return Admission(QUOTA, ent, local=True)
+                elif ent.overage_unit_amount > 0:
+                    amount = ent.overage_unit_amount
+                adm.quota_remaining = max(ent.included_calls - used - 1, 0)
+                reserved.append((qk, 1))
+            if (amount > 0 or ent.included_calls is not None) and not paid_allowed:
+                return Admission(UNAVAILABLE, ent, retry_after=1, local=True)
+            if amount > 0:
+                caps = (
+                    (f"sd:{ent.key_id}:{day_key(now)}", ent.daily_spend_cap, 1),
+                    (f"sm:{ent.key_id}:{int(ent.period_start)}", ent.monthly_spend_cap, 2),
+                )
+                for ck, cap, which in caps:
+                    if cap is not None:
+                        if self._counters.get(ck, 0) + amount > cap:
+                            window = "day" if which == 1 else "month"
+                            return Admission(SPEND_CAP, ent, cap_window=window, local=True)
+                        reserved.append((ck, amount))
+            for ck, delta in reserved:
+                self._counters[ck] = self._counters.get(ck, 0) + delta
+            adm.amount, adm.reserved = amount, reserved
+        if rk:
+            self._tat[rk] = new_tat
+        return adm
+
+    def refund(self, reserved: list[tuple[str, int]]) -> None:
+        for ck, delta in reserved:
+            self._counters[ck] = self._counters.get(ck, 0) - delta
+
+
+class RedisLimiter:
+    """The shared implementation: one EVALSHA per admission (gateway.resp), Redis-wide state."""
+
+    def __init__(
+        self,
+        client: RespClient,
+        local: LocalLimiter,
+        loader: EntitlementLoader,
+        *,
+        cache_seconds: int,
+        session_ttl: int,
+        stream: str,
+    ) -> None:
+        self.client = client
+        self.local = local
+        self._loader = loader
+        self._cache_seconds = cache_seconds
+        self._session_ttl = session_ttl
+        self._stream = stream
+        self._admit = client.script(_ADMIT_LUA)
+        self._record = client.script(_RECORD_LUA)
+        self._memo = _Memo()
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def available(self, now: float) -> bool:
+        return now >= self._down_until
+
+    def mark_down(self, now: float, exc: BaseException) -> None:
+        """A refused or reset connection opens the breaker. A timeout does not: on a loaded
+        machine the 100 ms can pass in our own event loop while Redis is fine, and opening the
+        breaker then would refuse every paid call for a second; a frozen Redis costs each
+        request one bounded timeout instead."""
+        if isinstance(exc, RedisConnectionError | ConnectionError):
+            if now >= self._down_until:
+                logger.warning("gateway.redis_unavailable", extra={"error": type(exc).__name__})
+            self._down_until = now + _BREAKER_SECONDS
+        else:
+            logger.warning("gateway.redis_timeout", extra={"error": type(exc).__name__})
+
+    async def admit(
+        self, *, key_hash: str, listing_name: str, kind: str, tool: str, session_id: str, now: float
+    ) -> Admission:
+        if self.available(now):
+            try:
+                return await self._admit_redis(key_hash, listing_name, kind, tool, session_id, now)
+            except _REDIS_FAILURES as exc:
+                self.mark_down(now, exc)
+        return await self.local.admit(
+            key_hash=key_hash,
+            listing_name=listing_name,
+            kind=kind,
+            tool=tool,
+            session_id=session_id,
+            now=now,
+            paid_allowed=False,
+        )
+
+    async def _admit_redis(
+        self, key_hash: str, listing_name: str, kind: str, tool: str, session_id: str, now: float
+    ) -> Admission:
+        args: list[Any] = [
+            key_hash,
+            listing_name,
+            kind,
+            tool,
+            session_id,
+            repr(now),
+            day_key(now),
+            "",
+            "",
+            self._cache_seconds,
+            self._session_ttl,
+            _QUOTA_TTL,
+            _DAY_TTL,
+        ]
+        reply = await self._admit(args)
+        if reply[0] == MISS:
+            ent = await self._loader(key_hash)
+            args[8] = _NEGATIVE if ent is None else entitlement_to_json(ent)
+            reply = await self._admit(args)
+        verdict = int(reply[0])
+        if verdict in (INVALID, WRONG_LISTING, MISS):
+            return Admission(INVALID if verdict == MISS else verdict)
+        ent = self._memo.get(reply[1])
+        self.local.remember(key_hash, ent, now)
+        if verdict == OK:
+            flat = reply[7]
+            reserved = [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            return Admission(
+                OK,
+                ent,
+                amount=int(reply[2]),
+                quota_remaining=None if reply[3] < 0 else int(reply[3]),
+                rate_remaining=int(reply[4]),
+                rate_reset=int(reply[5]),
+                rate_limit=int(reply[6]) if reply[4] >= 0 else 0,
+                reserved=reserved,
+            )
+        adm = Admission(verdict, ent)
+        if verdict == RATE_LIMITED:
+            adm.retry_after, adm.rate_limit = int(reply[2]), int(reply[3])
+            adm.rate_remaining, adm.rate_reset = 0, int(reply[4])
+        elif verdict == SPEND_CAP:
+            adm.cap_window = "day" if int(reply[2]) == 1 else "month"
+        return adm
+
+    async def session_bind(self, session_id: str, key_id: int, now: float) -> None:
+        self.local.session_bind(session_id, key_id, now)
+        if self.available(now):
+            try:
+                await self.client.call(
+                    "SET", f"tb:sess:{session_id}", key_id, "EX", self._session_ttl
+                )
+            except _REDIS_FAILURES as exc:
+                self.mark_down(now, exc)
+
+    async def session_forget(self, session_id: str, now: float) -> None:
+        self.local.session_forget(session_id)
+        if self.available(now):
+            try:
+                await self.client.call("DEL", f"tb:sess:{session_id}")
+            except _REDIS_FAILURES as exc:
+                self.mark_down(now, exc)
+
+    def record(
+        self,
+        event_json: str,
+        *,
+        refund: bool,
+        reserved: list[tuple[str, int]],
+        now: float,
+        on_failure: Callable[[], None],
+    ) -> None:
+        """XADD the finished call (and refund its reservations) with the next write to Redis,
+        at most `_RECORD_DELAY` from now. If that fails, one awaited retry (which also reloads
+        the script after a Redis restart), then `on_failure` (the in-process queue)."""
+        args: list[Any] = [self._stream, event_json, "1" if refund else "0"]
+        for ck, delta in reserved:
+            args += [ck, delta]
+        if not self.available(now):
+            on_failure()
+            return
+        try:
+            fut = self.client.defer("EVALSHA", self._record.sha, 0, *args, delay=_RECORD_DELAY)
+        except _REDIS_FAILURES:
+            fut = None
+        if fut is None:
+            self._spawn(self._record_retry(args, now, on_failure))
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._spawn(self._record_retry(args, now, on_failure))
+
+        fut.add_done_callback(done)
+
+    async def _record_retry(
+        self, args: list[Any], now: float, on_failure: Callable[[], None]
+    ) -> None:
+        try:
+            await self._record(args)
+        except _REDIS_FAILURES as exc:
+            self.mark_down(now, exc)
+            on_failure()
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

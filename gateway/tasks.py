@@ -1,0 +1,65 @@
+"""Celery tasks: drain the usage stream into the ledger, report it to Stripe, reconcile."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from gateway import usage
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)  # type: ignore[untyped-decorator]
+def usage_drain_task() -> int:
+    """Move finished calls from the Redis stream into the ledger (idempotent: unique call id,
+    XACK after commit; re-claims what a killed worker left pending)."""
+    if not settings.REDIS_URL:
+        return 0
+    moved = usage.usage_drain(client=usage.redis_client(), consumer=usage.consumer_name())
+    if moved:
+        logger.info("gateway.usage_drained", extra={"n": moved})
+    return moved
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)  # type: ignore[untyped-decorator]
+def usage_report_task() -> int:
+    """Report unreported billable calls to Stripe meters, one task at a time (Redis lock)."""
+    from gateway.services import usage_report
+
+    if not settings.REDIS_URL:
+        return usage_report()
+    lock = usage.redis_client().lock("tb:lock:usage_report", timeout=300, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        return usage_report()
+    finally:
+        lock.release()
+
+
+@shared_task(acks_late=True, time_limit=600)  # type: ignore[untyped-decorator]
+def usage_reconcile_task(hours: int = 24) -> int:
+    """Compare yesterday's reported totals per customer and meter with Stripe's summaries."""
+    from gateway.services import usage_reconcile
+
+    end = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=hours)
+    checked = 0
+    for row in usage.reported_pairs(start=start, end=end):
+        meter_id: Any = row["meter_id"]
+        if not meter_id:
+            continue
+        usage_reconcile(
+            meter_id=meter_id,
+            meter_event_name=row["meter_event_name"],
+            stripe_customer_id=row["stripe_customer_id"],
+            start=start,
+            end=end,
+        )
+        checked += 1
+    return checked

@@ -1,0 +1,112 @@
+"""The ledger side of the usage queue: drain the Redis stream into PostgreSQL.
+
+Stream `tb:usage`, consumer group `ledger`. Each run first re-claims entries another consumer
+read but never acknowledged for GATEWAY_USAGE_CLAIM_IDLE_MS (a killed worker), then reads new
+ones. A batch is written in one transaction (unique call_id, conflicts ignored) and only then
+XACKed and XDELed, so a crash anywhere repeats at most one batch and the repeat inserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db.models import Count
+
+from gateway.metering import DRAIN_BATCH, DRAIN_MAX_BATCHES, GROUP
+from gateway.models import UsageEvent
+from gateway.services import usage_events_write
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    # Off the hot path: a slower timeout than the gateway's is fine here.
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def redis_client() -> redis.Redis:
+    return _client(settings.REDIS_URL)
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _ensure_group(client: redis.Redis, stream: str) -> None:
+    try:
+        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _write_and_ack(client: redis.Redis, stream: str, entries: list[Any]) -> int:
+    ids = [entry_id for entry_id, _ in entries]
+    records = [json.loads(fields[b"e"]) for _, fields in entries if fields and b"e" in fields]
+    moved = usage_events_write(records=records) if records else 0
+    if ids:  # only after the commit above
+        pipe = client.pipeline(transaction=False)
+        pipe.xack(stream, GROUP, *ids)
+        pipe.xdel(stream, *ids)
+        pipe.execute()
+    return moved
+
+
+def usage_drain(
+    *,
+    client: redis.Redis,
+    consumer: str,
+    batch: int = DRAIN_BATCH,
+    max_batches: int = DRAIN_MAX_BATCHES,
+    claim_idle_ms: int | None = None,
+) -> int:
+    """Move up to `max_batches` batches into the ledger; returns the number of new rows.
+
+    Safe to run concurrently (the group hands each entry to one consumer) and repeatedly.
+    """
+    stream = settings.GATEWAY_USAGE_STREAM
+    idle = settings.GATEWAY_USAGE_CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
+    _ensure_group(client, stream)
+    moved, batches = 0, 0
+    start = "0-0"
+    while batches < max_batches:
+        reply: Any = client.xautoclaim(stream, GROUP, consumer, idle, start_id=start, count=batch)
+        start, entries = reply[0], reply[1]
+        if entries:
+            moved += _write_and_ack(client, stream, entries)
+            batches += 1
+        if start in (b"0-0", "0-0") or not entries:
+            break
+    while batches < max_batches:
+        read: Any = client.xreadgroup(GROUP, consumer, {stream: ">"}, count=batch)
+        if not read or not read[0][1]:
+            break
+        entries = read[0][1]
+        moved += _write_and_ack(client, stream, entries)
+        batches += 1
+        if len(entries) < batch:
+            break
+    return moved
+
+
+def reported_pairs(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """(meter, customer) pairs with reported usage in the window, with Stripe's meter id."""
+    from billing.stripe_client import get_client
+
+    pairs = list(
+        UsageEvent.objects.filter(
+            meter_reported_at__isnull=False, occurred_at__gte=start, occurred_at__lt=end
+        )
+        .values("meter_event_name", "stripe_customer_id")
+        .annotate(n=Count("id"))
+    )
+    if not pairs:
+        return []
+    meters = {m.event_name: m.id for m in get_client().v1.billing.meters.list().auto_paging_iter()}
+    return [{**p, "meter_id": meters.get(p["meter_event_name"], "")} for p in pairs]

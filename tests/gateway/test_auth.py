@@ -1,0 +1,109 @@
+"""Keys, origins and request shape: every invalid key looks the same from outside."""
+
+import json
+
+import httpx
+import pytest
+
+from billing.keys import key_generate
+from tests.gateway.conftest import ALLOWED_ORIGIN, post, rpc
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALL = rpc("tools/call", {"name": "ok", "arguments": {}}, rid=41)
+
+
+def _altered(key: str) -> str:
+    return key[:20] + ("A" if key[20] != "A" else "B") + key[21:]
+
+
+def test_every_invalid_key_gets_the_same_401(gateway, hosted, seed_key, redis_client):
+    name = hosted()
+    other = hosted()
+    valid = seed_key(name)
+    assert post(gateway, name, CALL, valid).status_code == 200
+    revoked = key_generate(live=False)  # billing's selector answers None: negative-cached
+    cases = {
+        "missing": None,
+        "malformed": "not-a-key",
+        "altered": _altered(valid),
+        "unknown": key_generate(live=False),
+        "revoked": revoked,
+        "inactive": seed_key(name, status="canceled"),
+        "expired": seed_key(name, expires_at=1.0),
+        "other listing": seed_key(other),
+    }
+    responses = {label: post(gateway, name, CALL, key) for label, key in cases.items()}
+    bodies = {r.content for r in responses.values()}
+    assert {r.status_code for r in responses.values()} == {401}
+    assert len(bodies) == 1
+    assert json.loads(bodies.pop())["error"]["code"] == -32001
+    assert {r.headers["www-authenticate"] for r in responses.values()} == {"Bearer"}
+    # Basic and a bare key are not Bearer.
+    basic = post(gateway, name, CALL, headers={"Authorization": f"Basic {valid}"})
+    assert basic.status_code == 401
+    assert redis_client.get(f"tb:ent:{__import__('billing.keys').keys.key_hash(revoked)}") == b"0"
+
+
+def test_key_in_query_string_is_refused(gateway, hosted, seed_key):
+    name = hosted()
+    key = seed_key(name)
+    url = f"{gateway}/mcp/{name}"
+    for query in (f"?key={key}", f"?access_token={key}", f"?x={key}"):
+        r = httpx.post(url + query, json=CALL, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 400
+        assert "Authorization header" in r.json()["error"]["message"]
+
+
+def test_origin_and_host_are_checked(gateway, hosted, seed_key):
+    name = hosted()
+    key = seed_key(name)
+    assert post(gateway, name, CALL, key, {"Host": "evil.example.com"}).status_code == 400
+    assert post(gateway, name, CALL, key, {"Host": "gw.example:8000"}).status_code == 200
+    assert post(gateway, name, CALL, key, {"Origin": "http://evil.example"}).status_code == 403
+    assert post(gateway, name, CALL, key, {"Origin": ALLOWED_ORIGIN}).status_code == 200
+
+
+def test_body_shape_errors(gateway, hosted, seed_key):
+    name = hosted()
+    key = seed_key(name)
+    batch = post(gateway, name, [CALL, CALL], key)
+    assert batch.status_code == 400
+    assert batch.json()["error"]["code"] == -32600
+    assert "Batch" in batch.json()["error"]["message"]
+    bad = post(gateway, name, b"{not json", key)
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, -32700)
+    scalar = post(gateway, name, b"42", key)
+    assert (scalar.status_code, scalar.json()["error"]["code"]) == (400, -32600)
+    big = post(gateway, name, b" " * (4 * 1024 * 1024 + 1), key)
+    assert big.status_code == 413
+
+
+def test_unknown_listing_and_method(gateway, hosted, seed_key):
+    name = hosted()
+    key = seed_key(name)
+    assert post(gateway, "io.github.nobody/none", CALL, key).status_code == 404
+    r = httpx.put(f"{gateway}/mcp/{name}", json=CALL, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 405
+
+
+def test_logs_carry_call_ids_and_never_keys(hosted, seed_key, tmp_path, upstream_processes):
+    from tests.gateway.conftest import start_gateway, stop
+
+    name = hosted(secret="creator-upstream-secret")
+    key = seed_key(name)
+    log = tmp_path / "gateway.log"
+    base = "http://127.0.0.1:18527"
+    with log.open("wb") as sink:
+        proc = start_gateway(18527, stderr=sink, LOG_LEVEL="DEBUG")
+        try:
+            ok = post(base, name, CALL, key)
+            post(base, name, CALL, _altered(key))
+            post(base, name, rpc("tools/call", {"name": "http500", "arguments": {}}), key)
+        finally:
+            stop(proc)
+    text = log.read_text()
+    call_id = ok.json()["result"]["_meta"]["dev.toolbooth/receipt"]["call_id"]
+    assert f"call_id={call_id}" in text
+    assert key[8:30] not in text
+    assert "creator-upstream-secret" not in text

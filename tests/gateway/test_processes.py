@@ -1,0 +1,164 @@
+"""Two gateway processes share limits, quotas, sessions and billing through Redis/PostgreSQL;
+Redis killed or frozen (SIGSTOP) behaves as the written failure policy says and never hangs."""
+
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from gateway.models import UsageEvent
+from gateway.proxy import RECEIPT_KEY
+from tests.gateway.conftest import drain, post, rpc, start, start_gateway, stop, wait_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+GW_A, GW_B = 18521, 18522
+FAULT_REDIS, FAULT_GW = 18540, 18541
+
+
+def call(base, name, key, tool="ok", rid=1, headers=None):
+    body = rpc("tools/call", {"name": tool, "arguments": {}}, rid=rid)
+    return post(base, name, body, key, headers)
+
+
+@pytest.fixture
+def two_gateways(gateway):
+    a, b = start_gateway(GW_A), start_gateway(GW_B)
+    yield f"http://127.0.0.1:{GW_A}", f"http://127.0.0.1:{GW_B}"
+    stop(a)
+    stop(b)
+
+
+def test_limits_sessions_and_billing_hold_across_processes(two_gateways, hosted, seed_key):
+    a, b = two_gateways
+    name = hosted()
+    limited = seed_key(name, rate_limit_per_minute=4)
+    codes = [call(gw, name, limited, rid=i).status_code for i, gw in enumerate([a, b] * 3)]
+    assert codes == [200, 200, 200, 200, 429, 429]
+
+    quota = seed_key(name, included_calls=3, hard_cap=True, rate_limit_per_minute=600)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: call((a, b)[i % 2], name, quota, rid=i), range(10)))
+    assert sorted(r.status_code for r in results) == [200] * 3 + [429] * 7
+
+    owner, other = seed_key(name), seed_key(name)
+    sid = post(a, name, rpc("initialize", {}), owner).headers["mcp-session-id"]
+    assert (
+        post(b, name, rpc("tools/list", {}, 2), owner, {"Mcp-Session-Id": sid}).status_code == 200
+    )
+    assert (
+        post(b, name, rpc("tools/list", {}, 3), other, {"Mcp-Session-Id": sid}).status_code == 404
+    )
+
+    payer = seed_key(name, unit_amount=3)
+    ids = [
+        call((a, b)[i % 2], name, payer, rid=i).json()["result"]["_meta"][RECEIPT_KEY]["call_id"]
+        for i in range(20)
+    ]
+    drain()
+    billed = UsageEvent.objects.filter(billable=True, unit_amount=3)
+    assert sorted(str(c) for c in billed.values_list("call_id", flat=True)) == sorted(ids)
+
+
+@pytest.fixture
+def fault_redis(tmp_path):
+    proc = start(
+        [
+            "redis-server",
+            "--port",
+            str(FAULT_REDIS),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        FAULT_REDIS,
+    )
+    yield proc
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+    stop(proc)
+
+
+@pytest.fixture
+def fault_gateway(gateway, fault_redis):
+    proc = start_gateway(FAULT_GW, REDIS_URL=f"redis://127.0.0.1:{FAULT_REDIS}/0")
+    yield f"http://127.0.0.1:{FAULT_GW}"
+    stop(proc)
+
+
+def _seed(port: int, name: str, **overrides) -> str:
+    import json
+    from dataclasses import asdict
+
+    import redis
+
+    from billing.keys import key_generate, key_hash
+    from tests.gateway.conftest import _key_ids, entitlement
+
+    raw = key_generate(live=False)
+    ent = entitlement(name, key_id=next(_key_ids), **overrides)
+    client = redis.Redis(port=port)
+    client.set(f"tb:ent:{key_hash(raw)}", json.dumps(asdict(ent)), ex=600)
+    client.close()
+    return raw
+
+
+def _timed(fn):
+    started = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("fault", ["kill", "sigstop"])
+def test_redis_failure_policy(fault_gateway, fault_redis, hosted, fault):
+    gw = fault_gateway
+    name = hosted()
+    paid = _seed(FAULT_REDIS, name, unit_amount=5)
+    free = _seed(FAULT_REDIS, name, unit_amount=0, plan_kind="free", rate_limit_per_minute=3)
+    assert call(gw, name, paid).status_code == 200
+    assert call(gw, name, free).status_code == 200  # warms the in-process copy
+
+    if fault == "kill":
+        fault_redis.kill()
+        fault_redis.wait()
+    else:
+        os.kill(fault_redis.pid, signal.SIGSTOP)
+
+    refused, took = _timed(lambda: call(gw, name, paid, rid=7))
+    assert refused.status_code == 503
+    assert refused.json()["id"] == 7
+    assert refused.headers["retry-after"] == "1"
+    assert took < 1.0  # one 100 ms Redis timeout at most, never a hang
+    listed, took = _timed(lambda: post(gw, name, rpc("tools/list", {}, 8), paid))
+    assert listed.status_code == 200
+    assert took < 1.0
+    # Free calls pass on the in-process limiter (3/min, one already used in Redis's window
+    # does not count here) and are recorded on the in-process queue.
+    responses = [call(gw, name, free, rid=i) for i in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429]
+    time.sleep(1.2)  # the local queue flushes every 0.5 s
+    ids = {r.json()["result"]["_meta"][RECEIPT_KEY]["call_id"] for r in responses[:3]}
+    ledger = UsageEvent.objects.filter(outcome="success", billable=True, unit_amount=0)
+    assert ids <= {str(c) for c in ledger.values_list("call_id", flat=True)}
+
+    if fault == "sigstop":
+        os.kill(fault_redis.pid, signal.SIGCONT)
+    else:
+        fault_redis_restart = subprocess.Popen(fault_redis.args)
+        wait_port(FAULT_REDIS)
+        try:
+            paid2 = _seed(FAULT_REDIS, name, unit_amount=5)
+            time.sleep(1.1)  # the breaker retries Redis after 1 s
+            assert call(gw, name, paid2).status_code == 200
+        finally:
+            stop(fault_redis_restart)
+        return
+    time.sleep(1.1)
+    assert call(gw, name, paid, rid=9).status_code == 200  # recovered
