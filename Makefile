@@ -51,6 +51,7 @@ beat: install ## Celery beat (the hourly registry sync, usage drains)
 bench: install ## all benchmarks (prints numbers)
 	$(BIN)/python benchmarks/registry_sync_bench.py
 	$(BIN)/python benchmarks/search_bench.py
+	$(BIN)/python benchmarks/pages_bench.py
 	$(BIN)/python benchmarks/gateway_bench.py
 
 clean: ## remove the venv and local state
