@@ -7,7 +7,7 @@ from celery.schedules import crontab
 from config.env import env_bool, env_str
 
 _redis_url = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _redis_url or "memory://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _redis_url or "memory://localhost/")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not _redis_url)
 CELERY_TASK_EAGER_PROPAGATES = True
