@@ -32,7 +32,7 @@ typecheck: install ## mypy (billing/ and gateway/ strict)
 test: install ## the whole suite against PostgreSQL and Redis on localhost (started if stopped)
 	scripts/ensure-services
 	scripts/install-test-deps
-	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install ## the marketplace on embedded defaults (SQLite, no Redis) with demo data at http://127.0.0.1:8000

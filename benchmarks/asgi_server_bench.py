@@ -25,7 +25,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _field(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"wrk output without {pattern!r}:\n{text}")
+    return match.group(1)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -90,10 +98,10 @@ def _run(
             check=True,
         ).stdout
         cpu = _cpu_seconds(proc.pid) - cpu0
-        reqs = int(re.search(r"(\d+) requests in", out).group(1))
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
-        p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
+        reqs = int(_field(r"(\d+) requests in", out))
+        rps = float(_field(r"Requests/sec:\s+([\d.]+)", out))
+        p50 = _field(r"50%\s+([\d.]+\w+)", out)
+        p99 = _field(r"99%\s+([\d.]+\w+)", out)
         print(
             f"{name:10s} {rps:9.0f} req/s  p50 {p50:>8s}  p99 {p99:>8s}  "
             f"server CPU {cpu / reqs * 1e6:7.0f} µs/request"

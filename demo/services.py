@@ -62,7 +62,7 @@ def _ensure_user(role: str, email: str, stored: dict[str, str]) -> User:
     return user
 
 
-def demo_seed(*, onboard: Callable[[str], None], upstream_url: str) -> DemoInfo:
+def demo_seed(*, onboard: Callable[[str], object], upstream_url: str) -> DemoInfo:
     """Everything the README's demo walk-through needs; safe to run on every start."""
     if not ServerVersion.objects.exists():
         registry_snapshot_load()

@@ -50,10 +50,12 @@ from web.selectors import (
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
+Scope = dict[str, Any]
+Message = dict[str, Any]
+# Variance: we hand `receive` to the gateway (wants dicts) and `send` to the MCP SDK (sends
+# any mapping), so receive yields dicts and send accepts any mapping.
 Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CATALOG_PATH = "/mcp-catalog"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def billing_demo_seed(
-    *, owner: User, handle: str, listings: list[Listing], onboard: Callable[[str], None]
+    *, owner: User, handle: str, listings: list[Listing], onboard: Callable[[str], object]
 ) -> list[Plan]:
     """Idempotent: a listing that already has plans is left as it is."""
     creator = creator_become(user=owner, handle=handle)
