@@ -8,6 +8,7 @@ from billing.models import StripeEvent
 from billing.services.events import stripe_event_process
 from billing.services.licenses import licenses_expire_due
 from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
+from billing.services.subscriptions import creator_subscription_price_update
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,23 @@ def plan_stripe_sync_task(self, plan_id: int) -> None:  # type: ignore[no-untype
     except Exception as exc:
         if self.request.is_eager:
             logger.warning("billing.plan_stripe_sync_failed", extra={"plan_id": plan_id})
+            return
+        raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)  # type: ignore[untyped-decorator]
+def creator_subscription_price_update_task(self, creator_subscription_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Switch one subscription's monthly Stripe price item to its licenses' price version.
+    Retry-safe: the Stripe call carries a key derived from (subscription, price version), and
+    the beat job `plan_prices_apply_due_task` queues any switch still missing."""
+    try:
+        creator_subscription_price_update(creator_subscription_id=creator_subscription_id)
+    except Exception as exc:
+        if self.request.is_eager:
+            logger.warning(
+                "billing.subscription_price_update_failed",
+                extra={"creator_subscription_id": creator_subscription_id},
+            )
             return
         raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
 

@@ -28,6 +28,7 @@ Handler = Callable[[Request, JSON, tuple[str, ...]], tuple[int, Any]]
 
 METER_EVENT_MAX_AGE = 35 * 86400
 METER_EVENT_MAX_FUTURE = 5 * 60
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 
 
 def check_params(params: JSON, allowed: set[str], prefix: str = "") -> None:
@@ -142,6 +143,8 @@ class StripeApi:
                 self.retrieve("subscriptions", "subscription"),
             ),
             ("POST", r(r"/v1/subscriptions/([^/]+)"), self.subscription_update),
+            ("GET", r(r"/v1/subscription_items/([^/]+)"), self.subscription_item_retrieve),
+            ("POST", r(r"/v1/subscription_items/([^/]+)"), self.subscription_item_update),
             ("DELETE", r(r"/v1/subscriptions/([^/]+)"), self.subscription_cancel),
             ("GET", r(r"/v1/invoices/([^/]+)"), self.retrieve("invoices", "invoice")),
             (
@@ -962,14 +965,25 @@ class StripeApi:
     def subscription_update(
         self, req: Request, params: JSON, groups: tuple[str, ...]
     ) -> tuple[int, Any]:
-        check_params(params, {"cancel_at_period_end", "metadata", "description", "cancel_at"})
+        check_params(
+            params,
+            {
+                "cancel_at_period_end",
+                "metadata",
+                "description",
+                "cancel_at",
+                "items",
+                "proration_behavior",
+            },
+        )
         sub = self._subscription(groups[0])
-        if sub["status"] == "canceled" and "cancel_at_period_end" in params:
+        if sub["status"] == "canceled" and ({"cancel_at_period_end", "items"} & params.keys()):
             raise ApiError(
                 400,
                 "A canceled subscription can only update its cancellation_details and metadata.",
-                param="cancel_at_period_end",
+                param="items" if "items" in params else "cancel_at_period_end",
             )
+        changes = self._item_changes(sub, params)
         before = self.engine.render(sub)
         if "cancel_at_period_end" in params:
             flag = _bool(params["cancel_at_period_end"], "cancel_at_period_end")
@@ -981,11 +995,200 @@ class StripeApi:
             sub["description"] = params["description"] or None
         if "metadata" in params:
             _merge_metadata(sub, params)
-        previous = {k: before[k] for k in before if before[k] != sub.get(k) and k != "items"}
+        self._apply_item_changes(changes)
+        after = self.engine.render(sub)
+        previous = {k: before[k] for k in before if before[k] != after.get(k)}
         self.engine.emit(
             "customer.subscription.updated", sub, previous_attributes=previous, request=req
         )
         return 200, self.out(sub, params)
+
+    # -- subscription items --------------------------------------------------------------------
+
+    def _item_of(self, si_id: str, param: str = "id") -> tuple[JSON, JSON]:
+        """The (subscription, item) holding `si_id`; items live inside their subscription."""
+        for sub in self.state.all("subscriptions"):
+            for item in sub["items"]["data"]:
+                if item["id"] == si_id:
+                    return sub, item
+        raise missing("subscription_item", si_id, param)
+
+    def _proration(self, params: JSON) -> None:
+        """Stripe defaults to `create_prorations`; the fake bills whole periods only, so it
+        accepts the other documented values but refuses to pretend it prorated."""
+        value = params.get("proration_behavior", "create_prorations")
+        if value not in PRORATION_BEHAVIORS:
+            raise ApiError(
+                400,
+                f"Invalid proration_behavior: must be one of {', '.join(PRORATION_BEHAVIORS)}",
+                param="proration_behavior",
+            )
+        if value != "none":
+            raise ApiError(
+                400,
+                "The fake does not model prorations: pass proration_behavior=none (the new "
+                "price is then billed from the next period).",
+                param="proration_behavior",
+            )
+
+    def _new_price(self, sub: JSON, item: JSON, price_id: Any, param: str) -> JSON:
+        """Validate a replacement price like Stripe: known, active, recurring, and the same
+        currency and interval as the rest of the subscription."""
+        if not isinstance(price_id, str) or not price_id:
+            raise ApiError(400, f"Invalid string: {price_id!r}", param=param)
+        pr = self.state.get("prices", price_id)
+        if pr is None:
+            raise missing("price", price_id, param)
+        if not pr["active"]:
+            raise ApiError(
+                400,
+                "The price specified is inactive. This field only accepts active prices.",
+                param=param,
+            )
+        if pr.get("recurring") is None:
+            raise ApiError(
+                400,
+                "The price specified is set to `type=one_time` but this field only accepts "
+                "prices with `type=recurring`.",
+                param=param,
+            )
+        if pr["currency"] != sub["currency"]:
+            raise ApiError(
+                400,
+                "Currency and interval fields must match across all plans on this "
+                "subscription. Found mismatch in currency field.",
+                param=param,
+            )
+        old = item["price"]["recurring"]
+        new = pr["recurring"]
+        if (new["interval"], int(new["interval_count"])) != (
+            old["interval"],
+            int(old["interval_count"]),
+        ):
+            raise ApiError(
+                400,
+                "Currency and interval fields must match across all plans on this "
+                "subscription. Found mismatch in interval field.",
+                param=param,
+            )
+        if new.get("usage_type") != old.get("usage_type"):
+            raise ApiError(
+                400,
+                "The fake swaps a price for one of the same usage_type only.",
+                param=param,
+            )
+        return pr
+
+    def _item_changes(self, sub: JSON, params: JSON) -> list[tuple[JSON, JSON]]:
+        """Validate `items[n][...]` in full before anything changes (Stripe applies an update
+        all or nothing). Returns (item, {field: new value}) pairs."""
+        raw_items = params.get("items")
+        if raw_items in (None, ""):
+            if "proration_behavior" in params:
+                self._proration(params)
+            return []
+        if not isinstance(raw_items, list):
+            raise ApiError(400, "Invalid array", param="items")
+        changes: list[tuple[JSON, JSON]] = []
+        seen: set[str] = set()
+        for i, raw in enumerate(raw_items):
+            prefix = f"items[{i}]"
+            if not isinstance(raw, dict):
+                raise ApiError(400, f"Invalid {prefix}", param=prefix)
+            check_params(raw, {"id", "price", "quantity", "metadata"}, prefix)
+            si_id = raw.get("id")
+            if not si_id:
+                raise ApiError(
+                    400,
+                    f"The fake updates existing subscription items only: pass {prefix}[id].",
+                    param=f"{prefix}[id]",
+                )
+            owner, item = self._item_of(si_id, f"{prefix}[id]")
+            if owner["id"] != sub["id"]:
+                raise ApiError(
+                    400,
+                    f"The subscription item {si_id} does not belong to subscription {sub['id']}.",
+                    param=f"{prefix}[id]",
+                )
+            if si_id in seen:
+                raise ApiError(
+                    400, f"Subscription item {si_id} is listed twice.", param=f"{prefix}[id]"
+                )
+            seen.add(si_id)
+            changes.append((item, self._item_fields(sub, item, raw, prefix)))
+        if any("price" in fields or "quantity" in fields for _, fields in changes):
+            self._proration(params)
+        return changes
+
+    def _item_fields(self, sub: JSON, item: JSON, raw: JSON, prefix: str) -> JSON:
+        """The changes `raw` asks of `item` (`prefix` is `items[n]`, or "" on the item route)."""
+
+        def param(name: str) -> str:
+            return f"{prefix}[{name}]" if prefix else name
+
+        fields: JSON = {}
+        if raw.get("price") not in (None, ""):
+            pr = self._new_price(sub, item, raw["price"], param("price"))
+            if pr["id"] != item["price"]["id"]:
+                fields["price"] = pr
+        if raw.get("quantity") not in (None, ""):
+            price = fields.get("price") or item["price"]
+            if price["recurring"].get("usage_type") == "metered":
+                raise ApiError(
+                    400,
+                    "Quantity should not be specified where usage_type is `metered`.",
+                    param=param("quantity"),
+                )
+            fields["quantity"] = _int(raw["quantity"], param("quantity"), minimum=0)
+        if "metadata" in raw:
+            _metadata(raw)
+            fields["metadata"] = raw["metadata"]
+        return fields
+
+    def _apply_item_changes(self, changes: list[tuple[JSON, JSON]]) -> None:
+        """Swap prices in place. The item keeps its id and current period; `advance` reads the
+        item's price when it bills the next period, so the new price applies from then."""
+        for item, fields in changes:
+            if "price" in fields:
+                item["price"] = copy.deepcopy(fields["price"])
+            if "quantity" in fields:
+                item["quantity"] = fields["quantity"]
+            if "metadata" in fields:
+                _merge_metadata(item, {"metadata": fields["metadata"]})
+
+    def subscription_item_retrieve(
+        self, req: Request, params: JSON, groups: tuple[str, ...]
+    ) -> tuple[int, Any]:
+        _, item = self._item_of(groups[0])
+        return 200, self.out(self._render_item(item), params)
+
+    def _render_item(self, item: JSON) -> JSON:
+        out = copy.deepcopy(item)
+        current = self.state.get("prices", item["price"]["id"])
+        if current is not None:
+            out["price"] = copy.deepcopy(current)
+        return out
+
+    def subscription_item_update(
+        self, req: Request, params: JSON, groups: tuple[str, ...]
+    ) -> tuple[int, Any]:
+        """`POST /v1/subscription_items/{id}`: the same change as `items[0]` on the
+        subscription, and the same `customer.subscription.updated` event."""
+        check_params(params, {"price", "quantity", "metadata", "proration_behavior"})
+        sub, item = self._item_of(groups[0])
+        if sub["status"] == "canceled":
+            raise ApiError(400, "A canceled subscription's items cannot be updated.")
+        fields = self._item_fields(sub, item, params, "")
+        if "price" in fields or "quantity" in fields:
+            self._proration(params)
+        before = self.engine.render(sub)
+        self._apply_item_changes([(item, fields)])
+        after = self.engine.render(sub)
+        previous = {k: before[k] for k in before if before[k] != after.get(k)}
+        self.engine.emit(
+            "customer.subscription.updated", sub, previous_attributes=previous, request=req
+        )
+        return 200, self.out(self._render_item(item), params)
 
     def subscription_cancel(
         self, req: Request, params: JSON, groups: tuple[str, ...]

@@ -8,7 +8,7 @@ id is stored with a conditional UPDATE so a concurrent sync cannot overwrite it.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from billing import stripe_client
 from billing.lock_objects import plan_lock
-from billing.models import LIVE_LICENSE_STATUSES, License, Plan, PlanKind, PlanPrice
+from billing.models import (
+    LIVE_LICENSE_STATUSES,
+    License,
+    LicenseEvent,
+    Plan,
+    PlanKind,
+    PlanPrice,
+)
 from billing.services.creators import listing_require_owned
 from billing.services.licenses import invalidate_licenses_on_commit, invalidate_plan_on_commit
 from common.exceptions import ApplicationError
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_TOOL_PRICES = 200
+# Stripe subscription statuses after which nothing is billed again.
+ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
 
 
 def _clean_tool_prices(tool_prices: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -266,30 +275,89 @@ def _is_increase(*, old: PlanPrice, new: PlanPrice) -> bool:
 
 
 def _move_licenses_to(*, price: PlanPrice) -> int:
-    """Point live licenses still on an older version at `price`. Call inside a transaction."""
-    ids = list(
+    """Point live licenses still on an older version at `price`, write one history row each,
+    and queue the Stripe switch for their subscriptions. Call inside a transaction.
+
+    Idempotent: a license already on `price` does not match, so a rerun writes nothing.
+    """
+    rows = list(
         License.objects.filter(
             plan_id=price.plan_id,
             status__in=LIVE_LICENSE_STATUSES,
             plan_price__version__lt=price.version,
-        ).values_list("pk", flat=True)
+        ).values_list("pk", "status", "plan_price__version")
     )
-    if ids:
-        License.objects.filter(pk__in=ids).update(plan_price=price)
-        invalidate_licenses_on_commit(license_ids=ids)
+    if not rows:
+        return 0
+    ids = [pk for pk, _, _ in rows]
+    License.objects.filter(pk__in=ids).update(plan_price=price)
+    # The license history is append-only; a price move keeps the status and says so.
+    LicenseEvent.objects.bulk_create(
+        LicenseEvent(
+            license_id=pk,
+            from_status=status,
+            to_status=status,
+            reason=f"price v{version} -> v{price.version}",
+        )
+        for pk, status, version in rows
+    )
+    invalidate_licenses_on_commit(license_ids=ids)
+    _subscription_prices_switch_on_commit(price=price)
     return len(ids)
 
 
-def plan_prices_apply_due() -> int:
-    """Move existing licenses to price versions whose notice period ended (beat task).
+def _subscription_prices_switch_on_commit(*, price: PlanPrice) -> list[int]:
+    """Queue `creator_subscription_price_update_task` for every live subscription whose
+    licenses are on `price` but whose Stripe items do not hold its Stripe Price yet.
 
-    Idempotent: licenses already on the newest due version do not match. Per-call and overage
-    amounts take effect here (the gateway meters each call at the license's version). Not done
-    yet: switching a live subscription's fixed monthly Stripe price item (needs the
-    subscription-items flow, which the fake Stripe does not model); new subscribers get it.
+    Also a reconciliation: the beat job calls it for every due version, so a switch whose task
+    gave up is tried again on the next run. A version with the same monthly amount (an
+    overage-only change) queues nothing. Call inside a transaction.
+    """
+    plan = Plan.objects.only("kind").get(pk=price.plan_id)
+    if plan.kind != PlanKind.SUBSCRIPTION:
+        return []
+    # Stripe Prices of this plan's other versions with another monthly amount: an item still
+    # holding one of them is what needs switching.
+    stale = list(
+        PlanPrice.objects.filter(plan_id=price.plan_id)
+        .exclude(pk=price.pk)
+        .exclude(unit_amount=price.unit_amount)
+        .exclude(stripe_price_id="")
+        .values_list("stripe_price_id", flat=True)
+    )
+    if not stale:
+        return []
+    qs = License.objects.filter(
+        plan_price=price,
+        status__in=LIVE_LICENSE_STATUSES,
+        creator_subscription__items__has_any_keys=stale,
+    ).exclude(creator_subscription__status__in=ENDED_SUBSCRIPTION_STATUSES)
+    sub_ids = sorted(set(qs.values_list("creator_subscription_id", flat=True)))
+    if not sub_ids:
+        return []
+    from billing.tasks import creator_subscription_price_update_task
+
+    def enqueue() -> None:
+        for sub_id in sub_ids:
+            creator_subscription_price_update_task.delay(sub_id)
+
+    transaction.on_commit(enqueue)
+    return [int(pk) for pk in sub_ids]
+
+
+def plan_prices_apply_due(*, now: datetime | None = None) -> int:
+    """Move existing licenses to price versions whose notice period ended (beat task), and
+    queue the switch of live subscriptions' monthly Stripe price item to that version.
+
+    Idempotent: licenses already on the newest due version do not match, and subscriptions
+    whose items already hold its Stripe Price are not queued again. Per-call and overage amounts
+    take effect here (the gateway meters each call at the license's version); the monthly fee
+    from the subscription's next period (`proration_behavior=none`).
+    Holds each due version's row lock while moving its licenses (none over the network).
     """
     moved = 0
-    now = timezone.now()
+    now = now or timezone.now()
     due = (
         PlanPrice.objects.filter(effective_at__lte=now)
         .values("plan_id")
@@ -300,7 +368,10 @@ def plan_prices_apply_due() -> int:
             price = PlanPrice.objects.select_for_update().get(
                 plan_id=row["plan_id"], version=row["version"]
             )
-            moved += _move_licenses_to(price=price)
+            count = _move_licenses_to(price=price)
+            if not count:
+                _subscription_prices_switch_on_commit(price=price)
+            moved += count
     return moved
 
 

@@ -10,16 +10,20 @@ from django.db import IntegrityError, transaction
 from billing import stripe_client
 from billing.lock_objects import creator_subscription_lock, licenses_lock
 from billing.models import (
+    LIVE_LICENSE_STATUSES,
     CheckoutOrder,
     CreatorSubscription,
     License,
     LicenseStatus,
     Plan,
+    PlanKind,
+    PlanPrice,
     Sale,
     SaleKind,
 )
 from billing.services.checkout import fee_amount
 from billing.services.licenses import invalidate_licenses_on_commit, license_set_status
+from billing.services.plans import ENDED_SUBSCRIPTION_STATUSES, plan_stripe_sync
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,72 @@ def subscription_sync(
         if changed_period:
             invalidate_licenses_on_commit(license_ids=license_ids)  # quota month moved
     return row
+
+
+def creator_subscription_price_update(*, creator_subscription_id: int) -> int:
+    """Switch the subscription's monthly licensed Stripe item to the price version its licenses
+    are on (after an increase's notice period, or at once for a decrease). Returns the number
+    of items switched at Stripe.
+
+    Invariant: a live license's subscription bills the monthly amount of `license.plan_price`
+    from the next period on (`proration_behavior=none`: the current period stays paid as is).
+    No lock is held over the network: the row is read, Stripe is called, then the subscription
+    is re-read (`subscription_sync`, under its row lock) to mirror the new items, the same path
+    the `customer.subscription.updated` webhook takes.
+    Idempotent: an item already on a price with the target amount is skipped, and each call
+    carries the key ("sub-price", subscription pk, price pk), so a retry after a dropped
+    response replays Stripe's first answer instead of applying the change twice.
+    """
+    row = CreatorSubscription.objects.get(pk=creator_subscription_id)
+    if row.status in ENDED_SUBSCRIPTION_STATUSES:
+        return 0
+    licenses = (
+        License.objects.filter(
+            creator_subscription=row,
+            status__in=LIVE_LICENSE_STATUSES,
+            plan__kind=PlanKind.SUBSCRIPTION,
+        )
+        .select_related("plan_price")
+        .order_by("pk")
+    )
+    client = stripe_client.get_client()
+    switched = 0
+    for lic in licenses:
+        target = lic.plan_price
+        if not target.stripe_price_id:
+            plan_stripe_sync(plan_id=lic.plan_id)
+            target.refresh_from_db()
+        versions = {
+            p.stripe_price_id: p
+            for p in PlanPrice.objects.filter(plan_id=lic.plan_id).exclude(stripe_price_id="")
+        }
+        for price_id, item_id in sorted(row.items.items()):
+            held = versions.get(price_id)
+            if held is None or held.pk == target.pk or held.unit_amount == target.unit_amount:
+                continue
+            client.v1.subscriptions.update(
+                row.stripe_subscription_id,
+                params={
+                    "items": [{"id": item_id, "price": target.stripe_price_id}],
+                    "proration_behavior": "none",
+                },
+                options={
+                    "idempotency_key": stripe_client.idempotency_key("sub-price", row.pk, target.pk)
+                },
+            )
+            switched += 1
+            logger.info(
+                "billing.subscription_price_switched",
+                extra={
+                    "creator_subscription_id": row.pk,
+                    "license_id": lic.pk,
+                    "from_price_id": held.pk,
+                    "to_price_id": target.pk,
+                },
+            )
+    if switched:
+        subscription_sync(stripe_subscription_id=row.stripe_subscription_id)
+    return switched
 
 
 def _row_from_metadata(*, sub: dict[str, Any], status: str) -> CreatorSubscription | None:
