@@ -22,6 +22,11 @@ class HostedUpstream(TimeStampedModel):
     last_error_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=200, blank=True, default="")
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # What the upstream's tools/list said (gateway.discovery): [{name, title, description}],
+    # cleaned and capped. Upstream text is untrusted data; a failed refresh keeps the old list.
+    tools = models.JSONField(default=list, blank=True)
+    tools_fetched_at = models.DateTimeField(null=True, blank=True)
+    tools_error = models.CharField(max_length=200, blank=True, default="")
 
     def __str__(self) -> str:
         return f"upstream of listing {self.listing_id}"

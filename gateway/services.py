@@ -51,7 +51,22 @@ def hosted_upstream_set(
     else:
         upstream, _ = model_update(instance=upstream, fields=list(data), data=data)
     logger.info("gateway.upstream_set", extra={"listing_id": listing.pk})
+    if enabled:  # ask the (possibly new) upstream for its tools once this save is visible
+        listing_id = listing.pk
+        transaction.on_commit(lambda: _tools_refresh_enqueue(listing_id=listing_id))
     return upstream
+
+
+def _tools_refresh_enqueue(*, listing_id: int) -> None:
+    from gateway.tasks import hosted_upstream_tools_refresh_task
+
+    try:
+        hosted_upstream_tools_refresh_task.delay(listing_id)
+    except Exception as exc:  # a broker outage must not fail the save; the daily refresh retries
+        logger.warning(
+            "gateway.tools_enqueue_failed",
+            extra={"listing_id": listing_id, "error": type(exc).__name__},
+        )
 
 
 def usage_events_write(*, records: Iterable[dict[str, Any]]) -> int:

@@ -63,3 +63,33 @@ def usage_reconcile_task(hours: int = 24) -> int:
         )
         checked += 1
     return checked
+
+
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=45)  # type: ignore[untyped-decorator]
+def hosted_upstream_tools_refresh_task(listing_id: int) -> int:
+    """Re-read one hosted listing's tools from its upstream; returns how many it lists.
+    Idempotent (the stored list is replaced); a listing without an upstream is skipped."""
+    from gateway.discovery import upstream_tools_fetch
+    from gateway.models import HostedUpstream
+
+    try:
+        upstream = upstream_tools_fetch(listing_id=listing_id)
+    except HostedUpstream.DoesNotExist:
+        logger.info("gateway.tools_no_upstream", extra={"listing_id": listing_id})
+        return 0
+    return len(upstream.tools)
+
+
+@shared_task(acks_late=True, time_limit=300)  # type: ignore[untyped-decorator]
+def hosted_upstreams_tools_refresh_task() -> int:
+    """Fan out one refresh task per enabled upstream (each bounded by its own time limit)."""
+    from gateway.models import HostedUpstream
+
+    listing_ids = list(
+        HostedUpstream.objects.filter(enabled=True)
+        .order_by("listing_id")
+        .values_list("listing_id", flat=True)
+    )
+    for listing_id in listing_ids:
+        hosted_upstream_tools_refresh_task.delay(listing_id)
+    return len(listing_ids)

@@ -90,6 +90,32 @@ def tool_price_text(*, unit_amount: int, excluded: bool, currency: str) -> str:
     return f"{money_format(amount=unit_amount, currency=currency)} per call"
 
 
+def tool_plan_price_text(
+    *,
+    unit_amount: int | None,
+    kind: str,
+    currency: str,
+    included_calls: int | None,
+    hard_cap: bool,
+    overage_amount: int,
+) -> str:
+    """What one call to a tool costs on a plan, following the gateway's admission rule: excluded
+    (None) is refused; calls inside the monthly allowance cost nothing; past it a hard cap
+    refuses, else the overage price applies when set, else the tool's price."""
+    if unit_amount is None:
+        return "not available on this plan"
+    if included_calls is not None:
+        if hard_cap:
+            return "included (within the plan's monthly calls)"
+        after = overage_amount if overage_amount > 0 else unit_amount
+        if after > 0:
+            return f"included, then {money_format(amount=after, currency=currency)} per call"
+        return "included"
+    if unit_amount == 0:
+        return "included" if kind in ("one_time", "subscription") else "free"
+    return f"{money_format(amount=unit_amount, currency=currency)} per call"
+
+
 # Markdown: every ASCII character that can start or end an inline construct (emphasis, code,
 # links, images, raw HTML, entities, strikethrough, tables) or a block at the start of a line.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&@=^\"$])")

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
+from billing.entitlements import Entitlement, ToolPrice
 from billing.selectors import plan_price_latest, plans_for_listing
 from common.exceptions import NotFoundError
 from gateway.models import HostedUpstream
@@ -27,14 +28,21 @@ from marketplace.selectors import (
     listing_detail_get,
     listing_search,
 )
-from web.formatting import PLAN_KIND_LABELS, plan_price_summary, tool_price_text
+from web.formatting import (
+    PLAN_KIND_LABELS,
+    plan_price_summary,
+    tool_plan_price_text,
+    tool_price_text,
+)
 
 if TYPE_CHECKING:
-    from billing.models import Plan
+    from billing.models import Plan, PlanPrice
 
 SEARCH_MAX_LIMIT = 50
 # A listing has a handful of plans; the cap keeps a hostile or broken one to bounded work.
 MAX_PLANS = 20
+# Discovery stores at most 200 tools (gateway.discovery.MAX_TOOLS); the page shows them all.
+MAX_TOOLS = 200
 
 
 def site_url(path: str) -> str:
@@ -107,10 +115,51 @@ class PlanOffer:
     price: str
     tool_prices: list[ToolPriceOffer]
     buy_url: str | None
+    # What a key on this plan would be entitled to (no key or license: ids are 0), so a tool's
+    # price here comes from the gateway's own predicate, Entitlement.tool_unit_amount.
+    terms: Entitlement = field(repr=False, compare=False)
 
     @property
     def is_free(self) -> bool:
         return self.kind == "free"
+
+    def tool_price(self, tool: str) -> ToolPlanPrice:
+        amount = self.terms.tool_unit_amount(tool)
+        return ToolPlanPrice(
+            plan_id=self.id,
+            plan_name=self.name,
+            available=amount is not None,
+            unit_amount=amount,
+            price=tool_plan_price_text(
+                unit_amount=amount,
+                kind=self.kind,
+                currency=self.currency,
+                included_calls=self.terms.included_calls,
+                hard_cap=self.terms.hard_cap,
+                overage_amount=self.terms.overage_unit_amount,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPlanPrice:
+    """One discovered tool on one plan: its price, or not available (the plan excludes it)."""
+
+    plan_id: int
+    plan_name: str
+    available: bool
+    unit_amount: int | None
+    price: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOffer:
+    """A tool the upstream lists (cleaned at discovery; still untrusted text) with its prices."""
+
+    name: str
+    title: str
+    description: str
+    prices: list[ToolPlanPrice]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +167,7 @@ class ListingOffer:
     detail: ListingDetail
     hosted: bool
     plans: list[PlanOffer] = field(default_factory=list)
+    tools: list[ToolOffer] = field(default_factory=list)
 
     @property
     def listing(self) -> Listing:
@@ -135,6 +185,40 @@ def hosted_listing_ids(*, listing_ids: list[int]) -> set[int]:
         HostedUpstream.objects.filter(listing_id__in=listing_ids, enabled=True).values_list(
             "listing_id", flat=True
         )
+    )
+
+
+def _plan_terms(plan: Plan, price: PlanPrice) -> Entitlement:
+    """The pricing half of the Entitlement billing builds for a key on this plan
+    (billing.selectors.entitlement_get_by_key_hash), without a key, license or customer."""
+    if plan.kind == "subscription":
+        unit_amount = price.overage_amount
+    elif plan.kind == "per_call":
+        unit_amount = price.per_call_amount
+    else:
+        unit_amount = 0
+    return Entitlement(
+        key_id=0,
+        license_id=0,
+        listing_id=plan.listing_id,
+        listing_name="",
+        plan_id=plan.pk,
+        plan_kind=plan.kind,
+        status="active",
+        currency=plan.currency,
+        rate_limit_per_minute=plan.rate_limit_per_minute,
+        included_calls=plan.included_calls,
+        hard_cap=plan.hard_cap or plan.kind in ("free", "one_time"),
+        unit_amount=unit_amount,
+        overage_unit_amount=price.overage_amount,
+        tool_prices={
+            str(tool): ToolPrice(
+                unit_amount=int(spec.get("unit_amount", 0) or 0),
+                excluded=bool(spec.get("excluded", False)),
+            )
+            for tool, spec in (price.tool_prices or {}).items()
+            if isinstance(spec, dict)
+        },
     )
 
 
@@ -179,13 +263,39 @@ def _plan_offer(plan: Plan) -> PlanOffer:
         ),
         tool_prices=tool_prices,
         buy_url=named_url("billing:buy", plan.pk),
+        terms=_plan_terms(plan, price),
     )
+
+
+def _tool_offers(raw_tools: object, plans: list[PlanOffer]) -> list[ToolOffer]:
+    """The stored tool list with each plan's price; a tool every plan excludes is hidden (the
+    gateway hides it from tools/list on each of them)."""
+    if not isinstance(raw_tools, list):
+        return []
+    offers: list[ToolOffer] = []
+    for raw in raw_tools[:MAX_TOOLS]:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            continue
+        name = raw["name"]
+        prices = [plan.tool_price(name) for plan in plans]
+        if prices and not any(p.available for p in prices):
+            continue
+        offers.append(
+            ToolOffer(
+                name=name,
+                title=str(raw.get("title") or ""),
+                description=str(raw.get("description") or ""),
+                prices=prices,
+            )
+        )
+    return offers
 
 
 def listing_offer_get(*, name: str) -> ListingOffer | None:
     """A listing with its active plans at their current prices and whether we host it.
 
-    3 (detail) + 1 (hosting) + 1 (plans) + 1 per plan (its newest price) queries.
+    3 (detail) + 1 (hosting, with the discovered tools) + 1 (plans) + 1 per plan (its newest
+    price) queries.
     """
     detail = listing_detail_get(name=name)
     if detail is None:
@@ -197,10 +307,16 @@ def listing_offer_get(*, name: str) -> ListingOffer | None:
             plans.append(_plan_offer(plan))
         except NotFoundError:
             continue  # a plan without any price version cannot be bought yet
+    hosting = (
+        HostedUpstream.objects.filter(listing_id=listing.pk, enabled=True)
+        .values_list("tools", flat=True)
+        .first()
+    )
     return ListingOffer(
         detail=detail,
-        hosted=bool(hosted_listing_ids(listing_ids=[listing.pk])),
+        hosted=hosting is not None,
         plans=plans,
+        tools=_tool_offers(hosting, plans) if hosting is not None else [],
     )
 
 

@@ -40,6 +40,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
     "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 60.0},
+    # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
+    # the upstream also refreshes its own list at once).
+    "gateway-upstream-tools-refresh": {
+        "task": "gateway.tasks.hosted_upstreams_tools_refresh_task",
+        "schedule": crontab(hour=4, minute=17),
+    },
     "gateway-usage-reconcile": {
         "task": "gateway.tasks.usage_reconcile_task",
         "schedule": crontab(minute=37),

@@ -57,13 +57,17 @@ async def _call_through_gateway(url: str, key: str) -> tuple[bool, object, dict]
 def test_make_demo_serves_sells_and_meters(tmp_path):
     port, stripe_port, upstream_port = _free_port(), _free_port(), _free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+        # Unset, not empty, like `make demo`: an empty CELERY_TASK_ALWAYS_EAGER reads as false.
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_TASK_ALWAYS_EAGER"))
+        },
         "DEBUG": "1",
         "LOG_LEVEL": "WARNING",
         "DATABASE_URL": "",
         "REDIS_URL": "",
         "CELERY_BROKER_URL": "",
-        "CELERY_TASK_ALWAYS_EAGER": "",
         "TOOLBOOTH_VAR_DIR": str(tmp_path),
         "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "STRIPE_SECRET_KEY": "sk_test_toolbooth_demo",
@@ -112,6 +116,12 @@ def test_make_demo_serves_sells_and_meters(tmp_path):
             timeout=60,
         ).stdout
         key = re.search(r"(tb_test_\w+)", granted).group(1)
+
+        # Saving the upstream fetched its tools (eager Celery): the page lists them with prices.
+        page = httpx.get(f"{site}/servers/{listing_name}", timeout=10)
+        assert page.status_code == 200
+        assert "<code>forecast</code>" in page.text
+        assert "Tomorrow&#x27;s forecast for a city" in page.text
 
         is_error, structured, meta = asyncio.run(
             _call_through_gateway(f"{site}/mcp/{listing_name}", key)
