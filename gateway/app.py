@@ -52,6 +52,7 @@ from gateway.ratelimit import (
     Admission,
     LocalLimiter,
     RedisLimiter,
+    ledger_counters,
     seconds_to_period_end,
     seconds_to_utc_midnight,
 )
@@ -198,6 +199,7 @@ class Gateway:
             self._load_entitlement,
             cache_seconds=s.GATEWAY_ENTITLEMENT_CACHE_SECONDS,
             session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
+            counters=ledger_counters,  # the demo seeds its counters from the ledger
         )
         self.local = local
         self.redis: RedisLimiter | None = None
@@ -210,6 +212,7 @@ class Gateway:
                 cache_seconds=s.GATEWAY_ENTITLEMENT_CACHE_SECONDS,
                 session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
                 stream=s.GATEWAY_USAGE_STREAM,
+                counters=ledger_counters,  # lost quota/spend counters, on a cache miss
             )
 
     async def _load_entitlement(self, key_hash: str) -> Entitlement | None:

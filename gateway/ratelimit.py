@@ -7,7 +7,10 @@ rate limit per key and listing, the monthly quota and per-key spend caps, and on
 checks passed) reserve the counters. A finished tools/call is recorded with a second script
 (`_RECORD_LUA`): XADD to the usage stream, and refund the reservations of a call that turned out
 not billable. Counters may be lost (they are protective or re-derivable from the ledger); the
-stream is the durable record.
+stream is the durable record. Lost quota and spend counters are re-derived on an entitlement
+cache miss only (the warm path stays one script call): the script reports them missing
+(`RESEED`), one ledger query (`gateway.selectors.usage_counters_for`) computes them, and the
+script seeds them with SET NX before it decides.
 
 Failure policy (also in gateway/README.md): every Redis command times out after
 GATEWAY_REDIS_TIMEOUT (<= 100 ms) with no retries. When the connection is refused or reset
@@ -34,18 +37,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.entitlements import Entitlement, ToolPrice
 from gateway.resp import RespClient
 
+if TYPE_CHECKING:
+    from gateway.selectors import UsageCounters
+
 logger = logging.getLogger(__name__)
 
 # Admission verdicts (the first element of the script's reply).
 OK, MISS, INVALID, WRONG_LISTING, RATE_LIMITED, QUOTA, SPEND_CAP, EXCLUDED, SESSION = range(9)
+RESEED = 9  # miss path only: Redis lost counters this entitlement needs (seed from the ledger)
 UNAVAILABLE = 99  # ours: Redis is down and the request needs it (503)
 
 KIND_CALL = "call"  # tools/call: rate limit + quota + spend
@@ -77,6 +86,29 @@ local now = tonumber(ARGV[6])
 if ent.status ~= 'active' then return {2} end
 if type(ent.expires_at) == 'number' and ent.expires_at <= now then return {2} end
 if ent.listing_name ~= ARGV[2] then return {3} end
+if ARGV[14] then
+  -- Miss path only: the counters this entitlement needs. '?' = report when Redis lost any
+  -- ({9}); '=' = seed them from the ledger (ARGV[15..17]), never over a live counter.
+  local ks, ttl = {}, {ARGV[12], ARGV[13], ARGV[12]}
+  if type(ent.included_calls) == 'number' then
+    ks[1] = 'tb:q:' .. id(ent.license_id) .. ':' .. id(ent.period_start)
+  end
+  if type(ent.daily_spend_cap) == 'number' then
+    ks[2] = 'tb:sd:' .. id(ent.key_id) .. ':' .. ARGV[7]
+  end
+  if type(ent.monthly_spend_cap) == 'number' then
+    ks[3] = 'tb:sm:' .. id(ent.key_id) .. ':' .. id(ent.period_start)
+  end
+  for i = 1, 3 do
+    if ks[i] then
+      if ARGV[14] == '?' then
+        if redis.call('EXISTS', ks[i]) == 0 then return {9} end
+      else
+        redis.call('SET', ks[i], ARGV[14 + i], 'NX', 'EX', ttl[i])
+      end
+    end
+  end
+end
 local sid = ARGV[5]
 if sid ~= '' then
   local sk = 'tb:sess:' .. sid
@@ -208,6 +240,43 @@ def seconds_to_period_end(period_start: float, now: float) -> int:
 
 
 EntitlementLoader = Callable[[str], Awaitable[Entitlement | None]]
+# (entitlement, now) -> what its quota and spend counters should hold, from the ledger.
+CountersLoader = Callable[[Entitlement, float], "Awaitable[UsageCounters]"]
+
+
+def _ledger_counters_sync(ent: Entitlement, now: float) -> UsageCounters:
+    from django.db import InterfaceError, OperationalError, connection
+
+    from gateway.selectors import usage_counters_for
+
+    day = int(now) - int(now) % 86400  # the UTC day of day_key(now)
+    kwargs: dict[str, Any] = {
+        "license_id": ent.license_id,
+        "key_id": ent.key_id,
+        "period_start": datetime.fromtimestamp(ent.period_start, UTC),
+        "day_start": datetime.fromtimestamp(day, UTC),
+    }
+    try:
+        return usage_counters_for(**kwargs)
+    except (OperationalError, InterfaceError):
+        connection.close()  # a dropped connection: reconnect once
+        return usage_counters_for(**kwargs)
+
+
+async def ledger_counters(ent: Entitlement, now: float) -> UsageCounters:
+    """The production CountersLoader: one aggregate query on the usage ledger, off the loop."""
+    counters: UsageCounters = await sync_to_async(_ledger_counters_sync)(ent, now)
+    return counters
+
+
+def counter_names(ent: Entitlement, now: float) -> tuple[str, str, str]:
+    """The in-process counter names (quota, daily spend, monthly spend); "" = not needed."""
+    period = int(ent.period_start)
+    return (
+        f"q:{ent.license_id}:{period}" if ent.included_calls is not None else "",
+        f"sd:{ent.key_id}:{day_key(now)}" if ent.daily_spend_cap is not None else "",
+        f"sm:{ent.key_id}:{period}" if ent.monthly_spend_cap is not None else "",
+    )
 
 
 class _Memo:
@@ -230,11 +299,23 @@ class _Memo:
 class LocalLimiter:
     """The in-process implementation: the demo's whole backend and Redis's fallback.
 
-    Same rules as `_ADMIT_LUA`, in Python; state lives in this process only.
+    Same rules as `_ADMIT_LUA`, in Python; state lives in this process only. With `counters`
+    (the demo), a process seeds each quota and spend counter from the ledger the first time it
+    needs it, so a restart does not hand out a fresh quota. As Redis's fallback it never
+    spends quota or money (`paid_allowed=False`), so nothing is seeded there.
     """
 
-    def __init__(self, loader: EntitlementLoader, *, cache_seconds: float, session_ttl: int):
+    def __init__(
+        self,
+        loader: EntitlementLoader,
+        *,
+        cache_seconds: float,
+        session_ttl: int,
+        counters: CountersLoader | None = None,
+    ):
         self._loader = loader
+        self._counters_loader = counters
+        self._seeded: set[str] = set()
         self._cache_seconds = cache_seconds
         self._session_ttl = session_ttl
         self._ents: dict[str, tuple[float, Entitlement | None]] = {}
@@ -294,6 +375,11 @@ class LocalLimiter:
             if owner != str(ent.key_id):
                 return Admission(SESSION, ent, local=True)
             self.session_bind(session_id, ent.key_id, now)
+        names = counter_names(ent, now)
+        load = self._counters_loader
+        unseeded = any(n and n not in self._seeded for n in names)
+        if load is not None and kind == KIND_CALL and paid_allowed and unseeded:
+            await self._seed(load, ent, names, now)
         adm = Admission(OK, ent, local=True)
         rk, new_tat = "", 0.0
         if kind != KIND_FREE and ent.rate_limit_per_minute > 0:
@@ -322,8 +408,8 @@ class LocalLimiter:
             if price is None:
                 return Admission(EXCLUDED, ent, local=True)
             amount, reserved = price, []
+            qk, dk, mk = names
             if ent.included_calls is not None:
-                qk = f"q:{ent.license_id}:{int(ent.period_start)}"
                 used = self._counters.get(qk, 0)
                 if used < ent.included_calls:
                     amount = 0
@@ -336,10 +422,7 @@ class LocalLimiter:
             if (amount > 0 or ent.included_calls is not None) and not paid_allowed:
                 return Admission(UNAVAILABLE, ent, retry_after=1, local=True)
             if amount > 0:
-                caps = (
-                    (f"sd:{ent.key_id}:{day_key(now)}", ent.daily_spend_cap, 1),
-                    (f"sm:{ent.key_id}:{int(ent.period_start)}", ent.monthly_spend_cap, 2),
-                )
+                caps = ((dk, ent.daily_spend_cap, 1), (mk, ent.monthly_spend_cap, 2))
                 for ck, cap, which in caps:
                     if cap is not None:
                         if self._counters.get(ck, 0) + amount > cap:
@@ -357,6 +440,18 @@ class LocalLimiter:
         for ck, delta in reserved:
             self._counters[ck] = self._counters.get(ck, 0) - delta
 
+    async def _seed(
+        self, load: CountersLoader, ent: Entitlement, names: tuple[str, str, str], now: float
+    ) -> None:
+        """Add the ledger's totals to counters this process has not seeded yet. Checked again
+        after the await, so two first calls racing here add the totals once; what they
+        reserve on top is this process's own, not yet in the ledger."""
+        got = await load(ent, now)
+        for name, value in zip(names, (got.calls, got.spent_today, got.spent_month), strict=True):
+            if name and name not in self._seeded:
+                self._seeded.add(name)
+                self._counters[name] = self._counters.get(name, 0) + value
+
 
 class RedisLimiter:
     """The shared implementation: one EVALSHA per admission (gateway.resp), Redis-wide state."""
@@ -370,10 +465,13 @@ class RedisLimiter:
         cache_seconds: int,
         session_ttl: int,
         stream: str,
+        counters: CountersLoader | None = None,
     ) -> None:
         self.client = client
         self.local = local
         self._loader = loader
+        self._counters_loader = counters
+        self._seeding: dict[tuple[int, int, int, str], asyncio.Future[UsageCounters]] = {}
         self._cache_seconds = cache_seconds
         self._session_ttl = session_ttl
         self._stream = stream
@@ -438,7 +536,13 @@ class RedisLimiter:
         if reply[0] == MISS:
             ent = await self._loader(key_hash)
             args[8] = _NEGATIVE if ent is None else entitlement_to_json(ent)
+            if ent is not None and self._counters_loader is not None:
+                args.append("?")  # the script reports counters Redis lost (RESEED)
             reply = await self._admit(args)
+            if reply[0] == RESEED and ent is not None and self._counters_loader is not None:
+                got = await self._ledger(self._counters_loader, ent, now)
+                args[13:] = ["=", got.calls, got.spent_today, got.spent_month]
+                reply = await self._admit(args)
         verdict = int(reply[0])
         if verdict in (INVALID, WRONG_LISTING, MISS):
             return Admission(INVALID if verdict == MISS else verdict)
@@ -464,6 +568,17 @@ class RedisLimiter:
         elif verdict == SPEND_CAP:
             adm.cap_window = "day" if int(reply[2]) == 1 else "month"
         return adm
+
+    async def _ledger(self, load: CountersLoader, ent: Entitlement, now: float) -> UsageCounters:
+        """One ledger query per key and window at a time, however many requests missed
+        together (after a Redis restart every key misses at once)."""
+        flight = (ent.license_id, ent.key_id, int(ent.period_start), day_key(now))
+        fut = self._seeding.get(flight)
+        if fut is None:
+            fut = asyncio.ensure_future(load(ent, now))
+            self._seeding[flight] = fut
+            fut.add_done_callback(lambda _: self._seeding.pop(flight, None))
+        return await asyncio.shield(fut)
 
     async def session_bind(self, session_id: str, key_id: int, now: float) -> None:
         self.local.session_bind(session_id, key_id, now)
