@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,24 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
         sub.current_period_start if sub and sub.current_period_start else _month_start(now)
     )
     metered = plan.is_metered and sub is not None and bool(plan.meter_event_name)
+    return replace(
+        plan_entitlement_terms(plan=plan, price=price),
+        key_id=key.pk,
+        license_id=lic.pk,
+        listing_id=lic.listing_id,
+        listing_name=lic.listing.name,
+        daily_spend_cap=key.daily_spend_cap,
+        monthly_spend_cap=key.monthly_spend_cap,
+        stripe_customer_id=sub.stripe_customer_id if metered and sub else None,
+        meter_event_name=plan.meter_event_name if metered else None,
+        expires_at=min(expiries).timestamp() if expiries else None,
+        period_start=period_start.astimezone(UTC).timestamp(),
+    )
+
+
+def plan_entitlement_terms(*, plan: Plan, price: PlanPrice) -> Entitlement:
+    """What a key on this plan at this price version may do, before any key, license or
+    customer is known: the one pricing rule the gateway enforces and the pages display."""
     if plan.kind == "subscription":
         unit_amount = price.overage_amount
     elif plan.kind == "per_call":
@@ -83,16 +102,17 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
         unit_amount = 0
     tool_prices = {
         str(tool): ToolPrice(
-            unit_amount=int(spec.get("unit_amount", 0)), excluded=bool(spec.get("excluded", False))
+            unit_amount=int(spec.get("unit_amount", 0) or 0),
+            excluded=bool(spec.get("excluded", False)),
         )
         for tool, spec in (price.tool_prices or {}).items()
         if isinstance(spec, dict)
     }
     return Entitlement(
-        key_id=key.pk,
-        license_id=lic.pk,
-        listing_id=lic.listing_id,
-        listing_name=lic.listing.name,
+        key_id=0,
+        license_id=0,
+        listing_id=plan.listing_id,
+        listing_name="",
         plan_id=plan.pk,
         plan_kind=plan.kind,
         status=LicenseStatus.ACTIVE.value,
@@ -103,12 +123,6 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
         unit_amount=unit_amount,
         overage_unit_amount=price.overage_amount,
         tool_prices=tool_prices,
-        daily_spend_cap=key.daily_spend_cap,
-        monthly_spend_cap=key.monthly_spend_cap,
-        stripe_customer_id=sub.stripe_customer_id if metered and sub else None,
-        meter_event_name=plan.meter_event_name if metered else None,
-        expires_at=min(expiries).timestamp() if expiries else None,
-        period_start=period_start.astimezone(UTC).timestamp(),
     )
 
 

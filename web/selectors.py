@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
-from billing.entitlements import Entitlement, ToolPrice
-from billing.selectors import plan_price_latest, plans_for_listing
+from billing.entitlements import Entitlement
+from billing.selectors import plan_entitlement_terms, plan_price_latest, plans_for_listing
 from common.exceptions import NotFoundError
 from gateway.models import HostedUpstream
 from marketplace.models import Listing
@@ -36,7 +36,7 @@ from web.formatting import (
 )
 
 if TYPE_CHECKING:
-    from billing.models import Plan, PlanPrice
+    from billing.models import Plan
 
 SEARCH_MAX_LIMIT = 50
 # A listing has a handful of plans; the cap keeps a hostile or broken one to bounded work.
@@ -188,40 +188,6 @@ def hosted_listing_ids(*, listing_ids: list[int]) -> set[int]:
     )
 
 
-def _plan_terms(plan: Plan, price: PlanPrice) -> Entitlement:
-    """The pricing half of the Entitlement billing builds for a key on this plan
-    (billing.selectors.entitlement_get_by_key_hash), without a key, license or customer."""
-    if plan.kind == "subscription":
-        unit_amount = price.overage_amount
-    elif plan.kind == "per_call":
-        unit_amount = price.per_call_amount
-    else:
-        unit_amount = 0
-    return Entitlement(
-        key_id=0,
-        license_id=0,
-        listing_id=plan.listing_id,
-        listing_name="",
-        plan_id=plan.pk,
-        plan_kind=plan.kind,
-        status="active",
-        currency=plan.currency,
-        rate_limit_per_minute=plan.rate_limit_per_minute,
-        included_calls=plan.included_calls,
-        hard_cap=plan.hard_cap or plan.kind in ("free", "one_time"),
-        unit_amount=unit_amount,
-        overage_unit_amount=price.overage_amount,
-        tool_prices={
-            str(tool): ToolPrice(
-                unit_amount=int(spec.get("unit_amount", 0) or 0),
-                excluded=bool(spec.get("excluded", False)),
-            )
-            for tool, spec in (price.tool_prices or {}).items()
-            if isinstance(spec, dict)
-        },
-    )
-
-
 def _plan_offer(plan: Plan) -> PlanOffer:
     price = plan_price_latest(plan=plan)
     tool_prices = []
@@ -263,7 +229,7 @@ def _plan_offer(plan: Plan) -> PlanOffer:
         ),
         tool_prices=tool_prices,
         buy_url=named_url("billing:buy", plan.pk),
-        terms=_plan_terms(plan, price),
+        terms=plan_entitlement_terms(plan=plan, price=price),
     )
 
 
