@@ -164,6 +164,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status": name each enum after its own choices.
+    "ENUM_NAME_OVERRIDES": {
+        "ListingStatusEnum": "marketplace.models.ListingStatus",
+        "VersionStatusEnum": "registry_sync.models.VersionStatus",
+        "LicenseStatusEnum": "billing.models.LicenseStatus",
+        "ClaimStatusEnum": "billing.models.ClaimStatus",
+        "OrderStatusEnum": "billing.models.OrderStatus",
+    },
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
