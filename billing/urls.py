@@ -1,6 +1,9 @@
-"""Billing pages and the Stripe webhook (mounted at /billing/)."""
+"""Billing's HTTP surface (mounted at /billing/): the Stripe webhook, the buy page and the
+checkout success page. The old creator and licenses pages moved to `web` (`ui:`); their
+GET addresses redirect there permanently."""
 
 from django.urls import path
+from django.views.generic import RedirectView
 
 from billing import views, webhooks
 
@@ -8,11 +11,12 @@ app_name = "billing"
 
 urlpatterns = [
     path("webhooks/stripe", webhooks.stripe_webhook_view, name="stripe-webhook"),
-    path("creator/", views.creator_home_view, name="creator-home"),
-    path("creator/onboard", views.creator_onboard_view, name="creator-onboard"),
-    path("creator/claim", views.creator_claim_view, name="creator-claim"),
-    path("creator/plans", views.creator_plans_view, name="creator-plans"),
     path("buy/<int:plan_id>", views.buy_view, name="buy"),
     path("checkout/success", views.checkout_success_view, name="checkout-success"),
-    path("licenses/", views.licenses_view, name="licenses"),
+    path("creator/", RedirectView.as_view(pattern_name="ui:creator", permanent=True)),
+    path(
+        "creator/claim",
+        RedirectView.as_view(pattern_name="ui:creator-claim", permanent=True, query_string=True),
+    ),
+    path("licenses/", RedirectView.as_view(pattern_name="ui:licenses", permanent=True)),
 ]

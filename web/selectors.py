@@ -76,8 +76,8 @@ def named_url(name: str, *args: object) -> str | None:
 
 
 def licenses_url() -> str | None:
-    """Where a buyer creates keys: the people pages if installed, else billing's own page."""
-    return named_url("ui:licenses") or named_url("billing:licenses")
+    """Where a buyer creates keys: the people pages' licenses list (None if not installed)."""
+    return named_url("ui:licenses")
 
 
 def sign_up_url() -> str | None:

@@ -1,9 +1,10 @@
 """End to end over loopback HTTP: our site under the live server, the fake Stripe on its own
 port sending real signed webhooks to it, and browsers played by httpx clients.
 
-A creator claims a mirrored listing and onboards with Connect, sets plans; a buyer checks out in
-payment mode and in subscription mode through the fake hosted page; the webhooks and the success
-page both fulfil (one license each); keys are rotated and revoked; a refund revokes a license.
+A creator claims a mirrored listing and onboards with Connect, sets plans, all on the people
+pages (`ui:`); a buyer checks out on billing's buy page in payment mode and in subscription mode
+through the fake hosted page; the webhooks and the success page both fulfil (one license each);
+keys are rotated and revoked; a refund revokes a license.
 """
 
 import re
@@ -108,10 +109,10 @@ def test_creator_to_buyer_end_to_end(live_server, live_fake):
 
     # 1. Become a creator and claim a mirrored listing through the registry.
     listing = ListingFactory(name="io.github.maker/weather")
-    creator.get("/billing/creator/")
-    assert creator.post_form("/billing/creator/", {"handle": "maker"}).status_code == 302
-    creator.get("/billing/creator/claim")
-    claim_page = creator.post_form("/billing/creator/claim", {"listing": listing.name})
+    creator.get("/creator/")
+    assert creator.post_form("/creator/", {"handle": "maker"}).status_code == 302
+    creator.get("/creator/claim/")
+    claim_page = creator.post_form("/creator/claim/", {"listing": listing.name})
     token = re.search(r'<code id="claim-token">([^<]+)</code>', claim_page.text)[1]
     assert "dev.toolbooth/claim" in claim_page.text
     meta = {"io.modelcontextprotocol.registry/publisher-provided": {"dev.toolbooth/claim": token}}
@@ -119,26 +120,30 @@ def test_creator_to_buyer_end_to_end(live_server, live_fake):
     assert claims_verify_from_registry(names=[listing.name]) == 1  # the sync's hook
 
     # 2. Not payable yet: buying is refused without calling Stripe.
-    creator.get(f"/billing/creator/plans?listing={listing.name}")
-    creator.post_form(
-        "/billing/creator/plans",
+    listing_page = f"/creator/listings/{listing.name}/"
+    creator.get(listing_page)
+    made = creator.post_form(
+        listing_page,
         {
-            "listing": listing.name,
+            "section": "plan",
             "kind": "one_time",
             "name": "Lifetime",
-            "unit_amount": "4900",
+            "unit_amount": "49.00",
+            "rate_limit_per_minute": "60",
         },
     )
-    creator.post_form(
-        "/billing/creator/plans",
+    assert made.status_code == 302, made.text
+    made = creator.post_form(
+        listing_page,
         {
-            "listing": listing.name,
+            "section": "plan",
             "kind": "per_call",
             "name": "PAYG",
-            "per_call_amount": "3",
+            "per_call_amount": "0.03",
             "rate_limit_per_minute": "120",
         },
     )
+    assert made.status_code == 302, made.text
     one_time = Plan.objects.get(listing=listing, kind="one_time")
     per_call = Plan.objects.get(listing=listing, kind="per_call")
     sessions_before = len(live_fake.state.all("checkout_sessions"))
@@ -148,15 +153,15 @@ def test_creator_to_buyer_end_to_end(live_server, live_fake):
     assert len(live_fake.state.all("checkout_sessions")) == sessions_before
 
     # 3. Connect onboarding through the fake's hosted page; account.updated makes it payable.
-    creator.get("/billing/creator/")
-    onboard = creator.post_form("/billing/creator/onboard", {})
+    creator.get("/creator/")
+    onboard = creator.post_form("/creator/onboard/", {})
     assert onboard.status_code == 302
     link = onboard.headers["location"]
     assert "/connect/onboard/acct_" in link
-    done = httpx.post(link.split("?")[0], data={"return_url": f"{base}/billing/creator/"})
+    done = httpx.post(link.split("?")[0], data={"return_url": f"{base}/creator/"})
     assert done.status_code in (302, 303)
     assert live_fake.wait_for_webhooks(10)
-    assert "Payouts: ready." in creator.get("/billing/creator/").text
+    assert "Stripe payouts ready." in creator.get("/creator/").text
 
     # 4. Payment mode (one-time license) and subscription mode (pay per call).
     session_one, raw_one = _pay(buyer, live_fake, one_time)
@@ -179,7 +184,9 @@ def test_creator_to_buyer_end_to_end(live_server, live_fake):
 
     # 5. Keys through the REST API: list, rotate (overlap), revoke; others get 404.
     lic_one = licenses[one_time.pk]
-    buyer.get("/billing/licenses/")
+    assert f'href="/me/licenses/{lic_one.pk}/"' in buyer.get("/me/licenses/").text
+    moved = buyer.http.get("/billing/licenses/")  # the old address
+    assert (moved.status_code, moved.headers["location"]) == (301, "/me/licenses/")
     listed = buyer.http.get(f"/api/v1/me/licenses/{lic_one.pk}/keys").json()["results"]
     (first,) = listed
     assert first["display_prefix"] == raw_one[:14]
@@ -190,7 +197,7 @@ def test_creator_to_buyer_end_to_end(live_server, live_fake):
     assert entitlement_get_by_key_hash(key_hash=keys.key_hash(new_raw)) is not None
     assert entitlement_get_by_key_hash(key_hash=keys.key_hash(raw_one)).expires_at is not None
     stranger = Browser(base, UserFactory())
-    stranger.get("/billing/creator/")  # any page with a form sets the CSRF cookie
+    stranger.get("/creator/")  # any page with a form sets the CSRF cookie
     assert stranger.http.get(f"/api/v1/me/licenses/{lic_one.pk}/keys").status_code == 404
     assert (
         stranger.post_api(f"/api/v1/me/licenses/{lic_one.pk}/keys/{first['id']}/revoke").status_code
@@ -267,3 +274,16 @@ def test_signed_post_helper_matches_the_view(client, stripe_settings):
     """Guard for the helpers above: an event signed by them is accepted by the real view."""
     event = {"id": "evt_helper", "object": "event", "type": "ping", "data": {"object": {}}}
     assert post_event(client, event).status_code == 200
+
+
+@pytest.mark.django_db
+def test_free_plan_on_the_buy_page_goes_to_the_license_page(client, shop):
+    """A free plan needs no Checkout: the license is granted and the buyer lands where keys are
+    created (the people pages' license page), with no session opened at Stripe."""
+    client.force_login(shop.buyer)
+    response = client.post(f"/billing/buy/{shop.free.pk}")
+    lic = License.objects.get(buyer=shop.buyer, plan=shop.free)
+    assert response.status_code == 302
+    assert response["Location"] == f"/me/licenses/{lic.pk}/"
+    assert "Free license granted" in client.get(response["Location"]).content.decode()
+    assert CheckoutOrder.objects.count() == 0
