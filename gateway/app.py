@@ -242,16 +242,8 @@ class Gateway:
     async def admit(
         self, *, key_hash: str, name: str, kind: str, tool: str, session_id: str, now: float
     ) -> Admission:
-        if self.redis is not None:
-            return await self.redis.admit(
-                key_hash=key_hash,
-                listing_name=name,
-                kind=kind,
-                tool=tool,
-                session_id=session_id,
-                now=now,
-            )
-        return await self.local.admit(
+        limiter: RedisLimiter | LocalLimiter = self.redis if self.redis is not None else self.local
+        return await limiter.admit(
             key_hash=key_hash,
             listing_name=name,
             kind=kind,
