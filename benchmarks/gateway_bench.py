@@ -11,7 +11,7 @@ transactions during the gateway runs (warm keys: only the 5 s cache refills).
 
     .venv/bin/python benchmarks/gateway_bench.py [--seconds 5] [--skip-python]
 
-Needs wrk, taskset, redis-server, PostgreSQL on 127.0.0.1:5432 and nginx (installs
+Needs taskset, redis-server, PostgreSQL on 127.0.0.1:5432, wrk and nginx (installs wrk and
 nginx-light with apt-get when missing). Ports 18580-18589. Results also go to
 benchmarks/results/gateway_bench.json.
 """
@@ -78,12 +78,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
 
-def ensure_nginx() -> str:
+def ensure_tools() -> str:
+    """wrk and nginx from Debian's packages when missing; returns nginx's path."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "")
-    if found:
-        return found
-    subprocess.run(["apt-get", "install", "-y", "nginx-light"], check=True)
-    return "/usr/sbin/nginx"
+    missing = [] if found else ["nginx-light"]
+    if not shutil.which("wrk"):
+        missing.append("wrk")
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", *missing], check=True)
+    return found or "/usr/sbin/nginx"
 
 
 def nginx_conf(tmp: Path) -> Path:
@@ -240,7 +243,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--skip-python", action="store_true")
     args = parser.parse_args()
-    nginx = ensure_nginx()
+    nginx = ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="tb-gw-bench-"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -5,7 +5,6 @@ shape secret scanners recognise (like GitHub's tokens). A key that fails the che
 without any lookup. We keep only HMAC-SHA256(pepper, key) and a short display prefix.
 """
 
-import hashlib
 import hmac
 import secrets
 import zlib
@@ -44,7 +43,7 @@ def key_is_well_formed(raw_key: str) -> bool:
     if len(raw_key) != KEY_LENGTH or not raw_key.startswith(PREFIXES):
         return False
     head, check = raw_key[:-_CHECK_LEN], raw_key[-_CHECK_LEN:]
-    if any(c not in _ALPHABET for c in raw_key[8:]):
+    if not (raw_key.isascii() and raw_key[8:].isalnum()):  # base62 = ASCII letters and digits
         return False
     return hmac.compare_digest(_checksum(head), check)
 
@@ -52,7 +51,7 @@ def key_is_well_formed(raw_key: str) -> bool:
 def key_hash(raw_key: str) -> str:
     """HMAC-SHA256 under the server-side pepper: what we store and what caches are keyed by."""
     pepper = settings.LICENSE_KEY_PEPPER.encode()
-    return hmac.new(pepper, raw_key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, raw_key.encode(), "sha256").hex()
 
 
 def key_display_prefix(raw_key: str) -> str:

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
@@ -34,7 +33,7 @@ from django.http.request import split_domain_port, validate_host
 from billing.entitlements import Entitlement
 from billing.keys import key_hash as hash_key
 from billing.keys import key_is_well_formed
-from gateway import metering, proxy
+from gateway import fastjson, metering, proxy
 from gateway.crypto import identity_sign
 from gateway.ratelimit import (
     EXCLUDED,
@@ -78,7 +77,7 @@ def _error_body(rpc_id: Any, code: int, message: str, data: Any = None) -> bytes
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return json.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error}).encode()
+    return fastjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error})
 
 
 async def _respond(
@@ -183,14 +182,11 @@ class Gateway:
         self.read_timeout: float = s.GATEWAY_UPSTREAM_READ_TIMEOUT
         self.idle_timeout: float = s.GATEWAY_STREAM_IDLE_TIMEOUT
         self.upstream_ttl: float = s.GATEWAY_UPSTREAM_CACHE_SECONDS
-        self.http = proxy.new_session(
+        # read_timeout bounds the wait for the response headers and between body reads; an SSE
+        # stream may then stay silent up to idle_timeout (_Call._relay).
+        self.http = proxy.UpstreamPool(
             pool_size=s.GATEWAY_UPSTREAM_POOL_SIZE,
             connect_timeout=s.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
-        )
-        # sock_read: the time to the response headers and between body reads; an SSE stream
-        # raises it to the idle timeout once its headers are in (_Call._relay).
-        self.request_timeout = aiohttp.ClientTimeout(
-            total=None, connect=s.GATEWAY_UPSTREAM_CONNECT_TIMEOUT, sock_read=self.read_timeout
         )
         self.upstreams: dict[str, tuple[float, UpstreamConfig | None]] = {}
         self.flights = _SingleFlight()
@@ -323,7 +319,7 @@ class Gateway:
                 return await _respond(send, 413, _error_body(None, -32600, "Body too large."))
             body = read
             try:
-                parsed = json.loads(body)
+                parsed = fastjson.loads(body)
             except ValueError:
                 return await _respond(send, 400, _error_body(None, -32700, "Parse error."))
             if isinstance(parsed, list):
@@ -525,19 +521,18 @@ class _Call:
         )
         out = proxy.forward_headers(headers, secret=up.secret, identity=identity)
         outcome = "gateway_error"
-        try:  # sock_read = the read timeout bounds the wait for the response headers
+        try:
             resp = await gw.http.request(
                 method,
                 up.url,
-                data=body if method == "POST" else None,
                 headers=out,
-                allow_redirects=False,
-                timeout=gw.request_timeout,
+                body=body if method == "POST" else b"",
+                timeout=gw.read_timeout,
             )
         except TimeoutError:
             await _respond(send, 504, _error_body(self.rpc_id, -32603, "Upstream timed out."))
             return await self._finish("timeout")
-        except (aiohttp.ClientError, OSError, UnsafeUpstreamError) as exc:
+        except (OSError, UnsafeUpstreamError) as exc:
             logger.warning(
                 "gateway.upstream_unreachable",
                 extra={"listing_id": up.listing_id, "error": type(exc).__name__},
@@ -552,7 +547,7 @@ class _Call:
 
     async def _relay(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: proxy.Response,
         receive: proxy.Receive,
         send: proxy.Send,
         method: str,
@@ -572,8 +567,6 @@ class _Call:
         else:
             fail = "rpc_error" if resp.status >= 300 else "cancelled"
         if ctype.startswith("text/event-stream"):
-            if resp.connection is not None:  # from here on, silence up to the idle timeout
-                resp.connection.protocol.read_timeout = gw.idle_timeout  # type: ignore[union-attr]
             hdrs.append((b"x-accel-buffering", b"no"))
             await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
             disconnected = False
@@ -587,11 +580,11 @@ class _Call:
                 proxy.watch_disconnect(receive, on_disconnect)
             )
             try:
-                await proxy.pump_sse(resp, send, meter)
+                await proxy.pump_sse(resp.chunks(gw.idle_timeout), send, meter)
                 result = meter.outcome if meter is not None and meter.matched else fail
             except TimeoutError:
                 result = meter.outcome if meter is not None and meter.matched else "timeout"
-            except (aiohttp.ClientError, OSError):
+            except OSError:
                 result = "cancelled" if disconnected else "upstream_error"
                 if meter is not None and meter.matched:
                     result = meter.outcome
@@ -600,11 +593,11 @@ class _Call:
             await send({"type": "http.response.body", "body": b""})
             return result
         try:
-            data = await proxy.read_body(resp)
+            data = await resp.read(gw.read_timeout, proxy.MAX_JSON_RESPONSE)
         except TimeoutError:
             await _respond(send, 504, _error_body(self.rpc_id, -32603, "Upstream timed out."))
             return "timeout"
-        except (aiohttp.ClientError, OSError, proxy.ResponseTooLarge):
+        except (OSError, proxy.ResponseTooLarge):
             await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
             return "upstream_error"
         if meter is not None and resp.status == 200 and ctype.startswith("application/json"):

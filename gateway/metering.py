@@ -15,7 +15,6 @@ scrape each one, or set PROMETHEUS_MULTIPROC_DIR before start for the library's 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -27,6 +26,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from gateway import fastjson
 
 logger = logging.getLogger(__name__)
 
@@ -183,5 +184,5 @@ def usage_record(
     }
 
 
-def record_json(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"))
+def record_json(record: dict[str, Any]) -> bytes:
+    return fastjson.dumps(record)

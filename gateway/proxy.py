@@ -1,10 +1,9 @@
 """The one module that talks to creators' upstream MCP servers.
 
-One pooled aiohttp session per process; timeouts from settings (connect, time to response
-headers, stream idle); redirects never followed; the SSRF guard runs inside the resolver, so
-every connect re-checks the addresses a name resolves to. Requests carry only the MCP headers
-the transport needs, plus the creator's own upstream secret and our signed identity header;
-never the buyer's key, cookies or Origin.
+The connections themselves are `gateway.http1` (one pool per process, timeouts, no redirects,
+the SSRF guard on every connect). Requests carry only the MCP headers the transport needs,
+plus the creator's own upstream secret and our signed identity header; never the buyer's key,
+cookies or Origin.
 
 Responses stream back unchanged (bytes, status, SSE events one by one) except the single
 JSON-RPC message that answers a metered request: a tools/call result gets its receipt in
@@ -14,17 +13,13 @@ message is re-encoded.
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
-from gateway.ssrf import UnsafeUpstreamError, check_addresses
+from gateway import fastjson
+from gateway.http1 import Response, ResponseTooLarge, UpstreamPool
+from gateway.ssrf import UnsafeUpstreamError
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -44,36 +39,6 @@ PASS_RESPONSE = ("content-type", "mcp-session-id", "cache-control", "retry-after
 RECEIPT_KEY = "dev.toolbooth/receipt"
 PRICE_KEY = "dev.toolbooth/price"
 MAX_JSON_RESPONSE = 32 * 1024 * 1024
-
-
-class GuardedResolver(AbstractResolver):
-    """DNS through aiohttp's default resolver, refused unless every address is allowed."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        check_addresses(host, port, [r["host"] for r in results])
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def new_session(*, pool_size: int, connect_timeout: float) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=pool_size, resolver=GuardedResolver(), ttl_dns_cache=10, keepalive_timeout=30
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent",),
-        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout),
-    )
 
 
 @dataclass(slots=True)
@@ -118,7 +83,7 @@ def forward_headers(headers: dict[bytes, bytes], *, secret: str, identity: str) 
     return out
 
 
-def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for name in PASS_RESPONSE:
         value = resp.headers.get(name)
@@ -130,11 +95,11 @@ def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
 def rewrite_json_body(body: bytes, meter: Meter) -> bytes | None:
     """The body with our answer rewritten, or None when it does not contain it."""
     try:
-        message = json.loads(body)
+        message = fastjson.loads(body)
     except ValueError:
         return None
     if meter.inspect(message):
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        return fastjson.dumps(message)
     return None
 
 
@@ -157,20 +122,20 @@ def rewrite_sse_event(event: bytes, meter: Meter) -> bytes | None:
     if not data or not data[0].startswith(b"{"):
         return None
     try:
-        message = json.loads(b"\n".join(data))
+        message = fastjson.loads(b"\n".join(data))
     except ValueError:
         return None
     if not meter.inspect(message):
         return None
-    encoded = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded = fastjson.dumps(message)
     kept = [ln for ln in lines if not ln.startswith(b"data:")]
     return newline.join([*kept, b"data: " + encoded])
 
 
-async def pump_sse(resp: aiohttp.ClientResponse, send: Send, meter: Meter | None) -> None:
+async def pump_sse(chunks: AsyncIterator[bytes], send: Send, meter: Meter | None) -> None:
     """Forward SSE events one by one as they arrive; rewrite our answer when it passes."""
     buf = bytearray()
-    async for chunk in resp.content.iter_any():
+    async for chunk in chunks:
         if meter is None or meter.matched:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             continue
@@ -196,25 +161,6 @@ async def pump_sse(resp: aiohttp.ClientResponse, send: Send, meter: Meter | None
         await send({"type": "http.response.body", "body": bytes(buf), "more_body": True})
 
 
-class ResponseTooLarge(Exception):
-    """A non-streaming upstream body over MAX_JSON_RESPONSE."""
-
-
-async def read_body(resp: aiohttp.ClientResponse) -> bytes:
-    """The whole (non-SSE) body, refusing more than MAX_JSON_RESPONSE bytes."""
-    if resp.content_length is not None:
-        if resp.content_length > MAX_JSON_RESPONSE:
-            raise ResponseTooLarge
-        return await resp.read()
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > MAX_JSON_RESPONSE:
-            raise ResponseTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
     while True:
         message = await receive()
@@ -224,14 +170,16 @@ async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) 
 
 
 __all__ = [
+    "MAX_JSON_RESPONSE",
     "PRICE_KEY",
     "RECEIPT_KEY",
     "Meter",
+    "Response",
+    "ResponseTooLarge",
     "UnsafeUpstreamError",
+    "UpstreamPool",
     "forward_headers",
-    "new_session",
     "pump_sse",
-    "read_body",
     "response_headers",
     "rewrite_json_body",
     "watch_disconnect",

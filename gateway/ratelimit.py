@@ -222,8 +222,16 @@ def entitlement_to_json(ent: Entitlement) -> str:
     return json.dumps(asdict(ent), separators=(",", ":"))
 
 
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def day_key(now: float) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(now))
+    """The UTC day as YYYYMMDD (formatted once a day, not once a call)."""
+    global _day_cache
+    day = int(now) // 86400
+    if _day_cache[0] != day:
+        _day_cache = (day, time.strftime("%Y%m%d", time.gmtime(day * 86400)))
+    return _day_cache[1]
 
 
 def seconds_to_utc_midnight(now: float) -> int:
@@ -600,7 +608,7 @@ class RedisLimiter:
 
     def record(
         self,
-        event_json: str,
+        event_json: bytes,
         *,
         refund: bool,
         reserved: list[tuple[str, int]],

@@ -3,7 +3,7 @@
 Gateways run as subprocesses against the pytest database, so tests that need rows visible to
 them use `transactional_db`. Entitlements are seeded into the gateway's Redis cache in its real
 format (`tb:ent:<key hash>` = JSON of `asdict(Entitlement)`), or come from real billing rows.
-Ports 18500-18799 belong to these tests.
+Ports 18500-18799 belong to these tests (moved by TB_TEST_PORT_BASE).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from billing.keys import key_generate, key_hash
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
 PEERS = ROOT / ".mcp-peers"
-SCRIPTED_PORT, MCP_PORT, MCP_JSON_PORT, EVERYTHING_PORT = 18510, 18511, 18512, 18513
-GATEWAY_PORT = 18520
+# TB_TEST_PORT_BASE moves the fixtures' ports, so two checkouts can run gateway tests at once.
+PORT_BASE = int(os.environ.get("TB_TEST_PORT_BASE", "18500"))
+SCRIPTED_PORT, MCP_PORT, MCP_JSON_PORT, EVERYTHING_PORT = range(PORT_BASE + 10, PORT_BASE + 14)
+GATEWAY_PORT = PORT_BASE + 20
 ALLOWLIST = ",".join(
     f"127.0.0.1:{p}" for p in (SCRIPTED_PORT, MCP_PORT, MCP_JSON_PORT, EVERYTHING_PORT)
 )
@@ -80,18 +82,23 @@ def start(
 @pytest.fixture(scope="session")
 def upstream_processes() -> Iterator[None]:
     procs = [
-        start([sys.executable, str(UPSTREAMS / "scripted_upstream.py"), "--port", "18510"], 18510),
-        start([sys.executable, str(UPSTREAMS / "mcp_upstream.py"), "--port", "18511"], 18511),
+        start(
+            [sys.executable, str(UPSTREAMS / "scripted_upstream.py"), "--port", str(SCRIPTED_PORT)],
+            SCRIPTED_PORT,
+        ),
+        start(
+            [sys.executable, str(UPSTREAMS / "mcp_upstream.py"), "--port", str(MCP_PORT)], MCP_PORT
+        ),
         start(
             [
                 sys.executable,
                 str(UPSTREAMS / "mcp_upstream.py"),
                 "--port",
-                "18512",
+                str(MCP_JSON_PORT),
                 "--stateless",
                 "--json",
             ],
-            18512,
+            MCP_JSON_PORT,
         ),
     ]
     yield

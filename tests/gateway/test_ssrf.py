@@ -121,25 +121,37 @@ def test_check_deploy_flags_allowlist_and_keyless_mode(settings):
     assert gateway_deploy_check() == []
 
 
-def test_connect_time_resolver_refuses_private_answers(settings):
-    """The HTTP client's resolver re-checks every connect (DNS rebinding)."""
+def test_connect_time_check_refuses_private_answers(settings):
+    """The upstream client re-checks what a name resolves to on every connect (DNS rebinding):
+    `localhost` answers 127.0.0.1, refused unless that host:port is allow-listed."""
     import asyncio
 
-    from gateway.proxy import GuardedResolver
+    from gateway.http1 import UpstreamPool
 
-    settings.GATEWAY_UPSTREAM_ALLOWLIST = []
+    async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
 
-    async def resolve(host: str, port: int) -> list[str]:
-        resolver = GuardedResolver()
+    async def fetch() -> bytes:
+        server = await asyncio.start_server(hello, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings.GATEWAY_UPSTREAM_ALLOWLIST = []
+        pool = UpstreamPool(pool_size=2, connect_timeout=2)
         try:
-            return [r["host"] for r in await resolver.resolve(host, port)]
+            with pytest.raises(UnsafeUpstreamError):
+                await pool.request("GET", f"http://localhost:{port}/", headers={}, timeout=2)
+            settings.GATEWAY_UPSTREAM_ALLOWLIST = [f"localhost:{port}"]
+            resp = await pool.request("GET", f"http://localhost:{port}/", headers={}, timeout=2)
+            body = await resp.read(2, 100)
+            resp.release()
+            return body
         finally:
-            await resolver.close()
+            await pool.close()
+            server.close()
 
-    with pytest.raises(UnsafeUpstreamError):
-        asyncio.run(resolve("localhost", 18510))
-    settings.GATEWAY_UPSTREAM_ALLOWLIST = ["localhost:18510"]
-    assert "127.0.0.1" in asyncio.run(resolve("localhost", 18510))
+    assert asyncio.run(fetch()) == b"hi"
 
 
 @pytest.mark.django_db(transaction=True)
