@@ -33,7 +33,7 @@ from django.http.request import split_domain_port, validate_host
 from billing.entitlements import Entitlement
 from billing.keys import key_hash as hash_key
 from billing.keys import key_is_well_formed
-from gateway import fastjson, metering, proxy
+from gateway import deferred, fastjson, metering, proxy
 from gateway.crypto import identity_sign
 from gateway.ratelimit import (
     EXCLUDED,
@@ -44,6 +44,7 @@ from gateway.ratelimit import (
     OK,
     QUOTA,
     RATE_LIMITED,
+    REDIS_FAILURES,
     SESSION,
     SPEND_CAP,
     UNAVAILABLE,
@@ -70,6 +71,8 @@ _UNAUTHORIZED = json.dumps(
         "error": {"code": -32001, "message": "Invalid or missing license key."},
     }
 ).encode()
+# Requests that name a task: only the key that created the task may send them.
+_TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel"})
 _QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
 
 
@@ -210,6 +213,15 @@ class Gateway:
                 stream=s.GATEWAY_USAGE_STREAM,
                 counters=ledger_counters,  # lost quota/spend counters, on a cache miss
             )
+        self.deferred: deferred.RedisDeferred | deferred.LocalDeferred
+        if self.redis is not None:
+            self.deferred = deferred.RedisDeferred(
+                self.redis.client,
+                stream=s.GATEWAY_USAGE_STREAM,
+                session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
+            )
+        else:
+            self.deferred = deferred.LocalDeferred(local.counters, self.queue.put)
 
     async def _load_entitlement(self, key_hash: str) -> Entitlement | None:
         ent: Entitlement | None = await self.flights.run(
@@ -309,7 +321,7 @@ class Gateway:
         message: dict[str, Any] | None = None
         body = b""
         rpc_id: Any = None
-        kind, tool, rpc_method = KIND_FREE, "", ""
+        kind, tool, rpc_method, task_id = KIND_FREE, "", "", ""
         if method == "POST":
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -340,6 +352,10 @@ class Gateway:
                         body_err = _error_body(rpc_id, -32602, "tools/call needs params.name.")
                         return await _respond(send, 400, body_err)
                     tool, kind = raw_tool, KIND_CALL
+                elif rpc_method in _TASK_METHODS:
+                    params = message.get("params")
+                    raw_task = params.get("taskId") if isinstance(params, dict) else None
+                    task_id = raw_task if isinstance(raw_task, str) else ""
         elif method == "GET":
             kind = KIND_REQUEST
         session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")
@@ -355,9 +371,30 @@ class Gateway:
         if adm.verdict != OK or adm.entitlement is None:
             return await self._refuse(send, name, adm, rpc_id, tool, now)
         ent = adm.entitlement
+        pending: dict[str, Any] | None = None
+        if rpc_method in _TASK_METHODS and ent.key_id:
+            try:
+                task = await self.deferred.task(ent.listing_id, task_id)
+            except REDIS_FAILURES:
+                body_err = _error_body(rpc_id, -32050, "Metering is temporarily unavailable.")
+                return await _respond(send, 503, body_err, [(b"retry-after", b"1")])
+            if task is None or task[0] != ent.key_id:
+                metering.rejected_metric(name, "task").inc()
+                return await _respond(send, 404, _error_body(rpc_id, -32001, "Task not found."))
+            pending = task[1]
+        elif method == "GET" and session_id and ent.key_id:
+            pending = await self._pending_calls(session_id)
         metering.requests_metric(name).inc()
         call = _Call(self, up, ent, adm, rpc_id, rpc_method, tool, started, now)
+        call.session_id, call.task_id, call.pending = session_id, task_id, pending
         await call.run(scope, receive, send, method, headers, body, session_id)
+
+    async def _pending_calls(self, session_id: str) -> dict[str, Any]:
+        try:
+            return await self.deferred.pending_calls(session_id)
+        except REDIS_FAILURES:
+            logger.warning("gateway.pending_unavailable")
+            return {}
 
     def _host_ok(self, raw: bytes) -> bool:
         """Django's ALLOWED_HOSTS rule (this path bypasses Django): a DNS-rebinding defence."""
@@ -441,13 +478,17 @@ class _Call:
     __slots__ = (
         "adm",
         "call_id",
+        "created_task",
         "ent",
         "gw",
         "meter",
         "now",
+        "pending",
         "rpc_id",
         "rpc_method",
+        "session_id",
         "started",
+        "task_id",
         "tool",
         "up",
     )
@@ -468,29 +509,31 @@ class _Call:
         self.rpc_id, self.rpc_method, self.tool = rpc_id, rpc_method, tool
         self.started, self.now = started, now
         self.call_id = metering.new_call_id() if rpc_method == "tools/call" else None
-        self.meter: proxy.Meter | None = None
+        self.session_id, self.task_id = "", ""
+        self.pending: dict[str, Any] | None = None  # set by the gateway (tasks, GET streams)
+        self.created_task: dict[str, Any] | None = None
+        self.meter: proxy.Meter | proxy.ReplayMeter | None = None
         if rpc_method == "tools/call":
             self.meter = proxy.Meter(rpc_id, rpc_method, self._receipt)
         elif rpc_method == "tools/list" and rpc_id is not None:
             self.meter = proxy.Meter(rpc_id, rpc_method, self._prices)
 
-    def _receipt(self, message: dict[str, Any]) -> None:
+    def _receipt(self, message: dict[str, Any]) -> str | None:
         result = message["result"]
+        task = result.get("task")
+        if isinstance(task, dict) and isinstance(task.get("taskId"), str):
+            self.created_task = task  # billed when tasks/result answers (gateway.deferred)
+            _put_receipt(result, str(self.call_id), 0, self.ent.currency, None)
+            return "task_created"
         billable = result.get("isError") is not True
-        meta = result.get("_meta")
-        if not isinstance(meta, dict):
-            meta = result["_meta"] = {}
-        meta[proxy.RECEIPT_KEY] = {
-            "call_id": str(self.call_id),
-            "amount": self.adm.amount if billable else 0,
-            "currency": self.ent.currency,
-            "quota_remaining": self.adm.quota_remaining,
-        }
+        amount = self.adm.amount if billable else 0
+        _put_receipt(result, str(self.call_id), amount, self.ent.currency, self.adm.quota_remaining)
+        return None
 
-    def _prices(self, message: dict[str, Any]) -> None:
+    def _prices(self, message: dict[str, Any]) -> str | None:
         tools = message["result"].get("tools")
         if not isinstance(tools, list):
-            return
+            return None
         kept = []
         for t in tools:
             if not isinstance(t, dict):
@@ -504,6 +547,60 @@ class _Call:
             meta[proxy.PRICE_KEY] = {"unit_amount": price, "currency": self.ent.currency}
             kept.append(t)
         message["result"]["tools"] = kept
+        return None
+
+    def _deferred_meter(self, method: str) -> None:
+        """Meters for answers billed on arrival: tasks/result, and GET streams that may replay
+        the answers of this session's broken calls."""
+        if self.pending is None:
+            return
+        if self.rpc_method == "tasks/result" and self.rpc_id is not None:
+            self.meter = proxy.Meter(self.rpc_id, "tasks/result", _no_rewrite, self._settle_task)
+        elif method == "GET" and self.session_id:
+            self.meter = proxy.ReplayMeter(self.pending, self._settle_replay, self._refresh)
+
+    async def _refresh(self) -> dict[str, Any]:
+        return await self.gw._pending_calls(self.session_id)
+
+    async def _settle_task(self, message: dict[str, Any]) -> None:
+        template = self.pending
+        if template is None:
+            return  # settled before: passed on, not billed again
+        result = message.get("result")
+        await self._settle(message, template, result, "success")
+
+    async def _settle_replay(self, message: dict[str, Any]) -> None:
+        meter = self.meter
+        if not isinstance(meter, proxy.ReplayMeter):
+            return
+        template = meter.pending.get(deferred.rpc_id_key(message.get("id")))
+        if template is not None:
+            await self._settle(message, template, message.get("result"), "replayed")
+
+    async def _settle(
+        self, message: dict[str, Any], template: dict[str, Any], result: Any, win: str
+    ) -> None:
+        if "error" in message or not isinstance(result, dict):
+            billable, outcome = False, "rpc_error"
+        elif result.get("isError") is True:
+            billable, outcome = False, "tool_error"
+        else:
+            billable, outcome = True, win
+        record = deferred.settled_record(template, billable=billable, outcome=outcome)
+        store = self.gw.deferred
+        try:
+            if self.rpc_method == "tasks/result":
+                settled = await store.settle_task(self.ent.listing_id, self.task_id, record)
+            else:
+                settled = await store.settle_call(self.session_id, message.get("id"), record)
+        except REDIS_FAILURES:
+            logger.warning("gateway.settle_unavailable", extra={"call_id": template["call_id"]})
+            return
+        if not settled:
+            return
+        metering.calls_metric(self.up.listing_name, record["tool"][:64], outcome).inc()
+        if isinstance(result, dict):
+            _put_receipt(result, record["call_id"], record["unit_amount"], self.ent.currency, None)
 
     async def run(
         self,
@@ -520,6 +617,7 @@ class _Call:
             key=up.identity_key, listing_name=up.listing_name, license_id=self.ent.license_id
         )
         out = proxy.forward_headers(headers, secret=up.secret, identity=identity)
+        self._deferred_meter(method)
         outcome = "gateway_error"
         try:
             resp = await gw.http.request(
@@ -601,7 +699,7 @@ class _Call:
             await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
             return "upstream_error"
         if meter is not None and resp.status == 200 and ctype.startswith("application/json"):
-            rewritten = proxy.rewrite_json_body(data, meter)
+            rewritten = await proxy.rewrite_json_body(data, meter)
             if rewritten is not None:
                 data = rewritten
         hdrs.append((b"content-length", str(len(data)).encode()))
@@ -631,11 +729,53 @@ class _Call:
         if self.ent.key_id == 0:  # anonymous (conformance) traffic is not metered
             return
         self.gw.record(record, self.adm, time.time())
+        if outcome == "task_created" or (outcome in _UNANSWERED and self.session_id):
+            await self._remember(record)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "gateway.call",
                 extra={"call_id": str(self.call_id), "outcome": outcome, "listing": listing},
             )
+
+    async def _remember(self, record: dict[str, Any]) -> None:
+        """Keep an unbilled call whose answer may still come (gateway.deferred)."""
+        template = {**record, "amount": self.adm.amount, "reserved": self.adm.reserved}
+        store = self.gw.deferred
+        try:
+            if self.created_task is not None:
+                await store.remember_task(
+                    self.ent.listing_id,
+                    self.created_task["taskId"],
+                    self.ent.key_id,
+                    template,
+                    deferred.task_ttl(self.created_task),
+                )
+            else:
+                await store.remember_call(self.session_id, self.rpc_id, template)
+        except REDIS_FAILURES:
+            logger.warning("gateway.remember_unavailable", extra={"call_id": record["call_id"]})
+
+
+# A tools/call that ended without its answer: the answer may still arrive on a GET stream.
+_UNANSWERED = frozenset({"cancelled", "upstream_error", "timeout"})
+
+
+def _no_rewrite(message: dict[str, Any]) -> str | None:
+    return None
+
+
+def _put_receipt(
+    result: dict[str, Any], call_id: str, amount: int, currency: str, quota: int | None
+) -> None:
+    meta = result.get("_meta")
+    if not isinstance(meta, dict):
+        meta = result["_meta"] = {}
+    meta[proxy.RECEIPT_KEY] = {
+        "call_id": call_id,
+        "amount": amount,
+        "currency": currency,
+        "quota_remaining": quota,
+    }
 
 
 class GatewayApp:

@@ -34,6 +34,8 @@ class HostedUpstream(TimeStampedModel):
 
 class UsageOutcome(models.TextChoices):
     SUCCESS = "success", "Result (billable)"
+    REPLAYED = "replayed", "Result on a resumed stream (billable)"
+    TASK_CREATED = "task_created", "Task created (billed on tasks/result)"
     TOOL_ERROR = "tool_error", "Result with isError"
     RPC_ERROR = "rpc_error", "JSON-RPC error"
     UPSTREAM_ERROR = "upstream_error", "Upstream HTTP error"

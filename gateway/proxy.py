@@ -41,13 +41,21 @@ PRICE_KEY = "dev.toolbooth/price"
 MAX_JSON_RESPONSE = 32 * 1024 * 1024
 
 
+Settle = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class Meter:
-    """What we look for in the response: the answer to request `rpc_id` of `method`."""
+    """What we look for in the response: the answer to request `rpc_id` of `method`.
+
+    `rewrite` edits a result in place and may name a different outcome (a tools/call that
+    created a task); `settle`, when set, runs after a match, before the message is passed on
+    (gateway.deferred: an answer billed on arrival)."""
 
     rpc_id: Any
-    method: str  # "tools/call" or "tools/list"
-    rewrite: Callable[[dict[str, Any]], None]
+    method: str  # "tools/call", "tools/list" or "tasks/result"
+    rewrite: Callable[[dict[str, Any]], str | None]
+    settle: Settle | None = None
     outcome: str = ""  # set once the answer was seen
     matched: bool = field(default=False)
 
@@ -62,11 +70,53 @@ class Meter:
             self.outcome = "rpc_error"
         elif isinstance(message.get("result"), dict):
             self.outcome = "tool_error" if message["result"].get("isError") is True else "success"
-            self.rewrite(message)
+            self.outcome = self.rewrite(message) or self.outcome
         else:
             return False
         self.matched = True
         return True
+
+
+class ReplayMeter:
+    """A GET stream's meter: answers to any of the session's pending calls (gateway.deferred)
+    may pass on it, each settled by `settle`; `refresh` re-reads the pending set when an answer
+    we do not know passes (the POST that broke may have been remembered just after we began)."""
+
+    __slots__ = ("_refreshed", "matched", "outcome", "pending", "refresh", "settle")
+
+    def __init__(
+        self,
+        pending: dict[str, Any],
+        settle: Settle,
+        refresh: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> None:
+        self.pending = pending
+        self.settle: Settle | None = settle
+        self.refresh = refresh
+        self.matched = False  # never: a stream may carry several answers
+        self.outcome = ""
+        self._refreshed: set[str] = set()
+
+    async def find(self, message: Any) -> bool:
+        if not isinstance(message, dict) or "method" in message:
+            return False
+        if "result" not in message and "error" not in message:
+            return False
+        key = fastjson.dumps(message.get("id")).decode()
+        if key not in self.pending and key not in self._refreshed:
+            self._refreshed.add(key)
+            self.pending = await self.refresh()
+        return key in self.pending
+
+
+async def _matches(meter: Meter | ReplayMeter, message: Any) -> bool:
+    if isinstance(meter, ReplayMeter):
+        found = await meter.find(message)
+    else:
+        found = meter.inspect(message)
+    if found and meter.settle is not None:
+        await meter.settle(message)
+    return found
 
 
 def forward_headers(headers: dict[bytes, bytes], *, secret: str, identity: str) -> dict[str, str]:
@@ -92,13 +142,13 @@ def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def rewrite_json_body(body: bytes, meter: Meter) -> bytes | None:
+async def rewrite_json_body(body: bytes, meter: Meter | ReplayMeter) -> bytes | None:
     """The body with our answer rewritten, or None when it does not contain it."""
     try:
         message = fastjson.loads(body)
     except ValueError:
         return None
-    if meter.inspect(message):
+    if await _matches(meter, message):
         return fastjson.dumps(message)
     return None
 
@@ -114,7 +164,7 @@ def _find_event_end(buf: bytes | bytearray, start: int) -> tuple[int, int]:
     return -1, 0
 
 
-def rewrite_sse_event(event: bytes, meter: Meter) -> bytes | None:
+async def rewrite_sse_event(event: bytes, meter: Meter | ReplayMeter) -> bytes | None:
     """The event with our answer rewritten, or None when it is something else."""
     newline = b"\r\n" if b"\r\n" in event else b"\n"
     lines = event.split(newline)
@@ -125,14 +175,16 @@ def rewrite_sse_event(event: bytes, meter: Meter) -> bytes | None:
         message = fastjson.loads(b"\n".join(data))
     except ValueError:
         return None
-    if not meter.inspect(message):
+    if not await _matches(meter, message):
         return None
     encoded = fastjson.dumps(message)
     kept = [ln for ln in lines if not ln.startswith(b"data:")]
     return newline.join([*kept, b"data: " + encoded])
 
 
-async def pump_sse(chunks: AsyncIterator[bytes], send: Send, meter: Meter | None) -> None:
+async def pump_sse(
+    chunks: AsyncIterator[bytes], send: Send, meter: Meter | ReplayMeter | None
+) -> None:
     """Forward SSE events one by one as they arrive; rewrite our answer when it passes."""
     buf = bytearray()
     async for chunk in chunks:
@@ -147,7 +199,7 @@ async def pump_sse(chunks: AsyncIterator[bytes], send: Send, meter: Meter | None
             if end == -1:
                 break
             event = bytes(buf[start:end])
-            rewritten = None if meter.matched else rewrite_sse_event(event, meter)
+            rewritten = None if meter.matched else await rewrite_sse_event(event, meter)
             out += rewritten if rewritten is not None else event
             out += buf[end : end + sep]
             start = end + sep
@@ -174,6 +226,7 @@ __all__ = [
     "PRICE_KEY",
     "RECEIPT_KEY",
     "Meter",
+    "ReplayMeter",
     "Response",
     "ResponseTooLarge",
     "UnsafeUpstreamError",

@@ -67,7 +67,7 @@ _RECORD_DELAY = 0.002
 _QUOTA_TTL = 40 * 86400
 _DAY_TTL = 2 * 86400
 _NEGATIVE = "0"  # cached "no such key" so garbage keys cannot hammer PostgreSQL
-_REDIS_FAILURES = (OSError, asyncio.TimeoutError, RedisError)
+REDIS_FAILURES = (OSError, asyncio.TimeoutError, RedisError)
 
 _ADMIT_LUA = """
 local function id(x) return string.format('%d', x) end
@@ -341,6 +341,11 @@ class LocalLimiter:
         self._ents[key_hash] = (now + self._cache_seconds, ent)
         return ent
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """The in-process quota and spend counters (gateway.deferred puts settled calls back)."""
+        return self._counters
+
     def remember(self, key_hash: str, ent: Entitlement, now: float) -> None:
         """Keep the copy Redis just returned, for an outage (at most the cache TTL old)."""
         self._ents[key_hash] = (now + self._cache_seconds, ent)
@@ -510,7 +515,7 @@ class RedisLimiter:
         if self.available(now):
             try:
                 return await self._admit_redis(key_hash, listing_name, kind, tool, session_id, now)
-            except _REDIS_FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.mark_down(now, exc)
         return await self.local.admit(
             key_hash=key_hash,
@@ -595,7 +600,7 @@ class RedisLimiter:
                 await self.client.call(
                     "SET", f"tb:sess:{session_id}", key_id, "EX", self._session_ttl
                 )
-            except _REDIS_FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.mark_down(now, exc)
 
     async def session_forget(self, session_id: str, now: float) -> None:
@@ -603,7 +608,7 @@ class RedisLimiter:
         if self.available(now):
             try:
                 await self.client.call("DEL", f"tb:sess:{session_id}")
-            except _REDIS_FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.mark_down(now, exc)
 
     def record(
@@ -626,7 +631,7 @@ class RedisLimiter:
             return
         try:
             fut = self.client.defer("EVALSHA", self._record.sha, 0, *args, delay=_RECORD_DELAY)
-        except _REDIS_FAILURES:
+        except REDIS_FAILURES:
             fut = None
         if fut is None:
             self._spawn(self._record_retry(args, now, on_failure))
@@ -643,7 +648,7 @@ class RedisLimiter:
     ) -> None:
         try:
             await self._record(args)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self.mark_down(now, exc)
             on_failure()
 
