@@ -192,6 +192,7 @@ class Gateway:
             connect_timeout=s.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
         )
         self.upstreams: dict[str, tuple[float, UpstreamConfig | None]] = {}
+        self.identities: dict[tuple[str, int, bytes], tuple[int, str]] = {}
         self.flights = _SingleFlight()
         self.queue = metering.LocalUsageQueue()
         local = LocalLimiter(
@@ -222,6 +223,22 @@ class Gateway:
             )
         else:
             self.deferred = deferred.LocalDeferred(local.counters, self.queue.put)
+
+    def identity(self, up: UpstreamConfig, license_id: int) -> str:
+        """The signed identity header; its signature covers whole seconds, so it is signed once
+        per second per listing and license, not once per call."""
+        t = int(time.time())
+        cache_key = (up.listing_name, license_id, up.identity_key)
+        hit = self.identities.get(cache_key)
+        if hit is not None and hit[0] == t:
+            return hit[1]
+        header = identity_sign(
+            key=up.identity_key, listing_name=up.listing_name, license_id=license_id, ts=t
+        )
+        if len(self.identities) > 10_000:
+            self.identities.clear()
+        self.identities[cache_key] = (t, header)
+        return header
 
     async def _load_entitlement(self, key_hash: str) -> Entitlement | None:
         ent: Entitlement | None = await self.flights.run(
@@ -613,9 +630,7 @@ class _Call:
         session_id: str,
     ) -> None:
         gw, up = self.gw, self.up
-        identity = identity_sign(
-            key=up.identity_key, listing_name=up.listing_name, license_id=self.ent.license_id
-        )
+        identity = gw.identity(up, self.ent.license_id)
         out = proxy.forward_headers(headers, secret=up.secret, identity=identity)
         self._deferred_meter(method)
         outcome = "gateway_error"

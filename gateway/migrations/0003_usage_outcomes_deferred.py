@@ -4,15 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0002_hostedupstream_tools'),
+        ("gateway", "0002_hostedupstream_tools"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usageevent',
-            name='outcome',
-            field=models.CharField(choices=[('success', 'Result (billable)'), ('replayed', 'Result on a resumed stream (billable)'), ('task_created', 'Task created (billed on tasks/result)'), ('tool_error', 'Result with isError'), ('rpc_error', 'JSON-RPC error'), ('upstream_error', 'Upstream HTTP error'), ('timeout', 'Timed out'), ('cancelled', 'Cancelled or no response'), ('gateway_error', 'Gateway error')], max_length=16),
+            model_name="usageevent",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("success", "Result (billable)"),
+                    ("replayed", "Result on a resumed stream (billable)"),
+                    ("task_created", "Task created (billed on tasks/result)"),
+                    ("tool_error", "Result with isError"),
+                    ("rpc_error", "JSON-RPC error"),
+                    ("upstream_error", "Upstream HTTP error"),
+                    ("timeout", "Timed out"),
+                    ("cancelled", "Cancelled or no response"),
+                    ("gateway_error", "Gateway error"),
+                ],
+                max_length=16,
+            ),
         ),
     ]
