@@ -8,7 +8,12 @@ request written in one `write`, the status and headers, and the body either whol
 chunk by chunk (SSE). Everything else stays here, small enough to read in one sitting:
 
 - one pool per process, at most `pool_size` requests in flight, idle connections kept per
-  (scheme, host, port) for `keepalive` seconds and dropped as soon as the peer closes them;
+  (scheme, host, port) for `keepalive` seconds (4 s: below the 5 s after which uvicorn and
+  Node close idle connections) and dropped as soon as the peer closes them; a request whose
+  reused connection the upstream closed before answering a byte (the two idle timeouts
+  crossing) is sent once more on a new connection, as Go's client does;
+- response heads over 64 KiB, 1xx interim responses and unsolicited second responses are
+  handled (refused, skipped, refused);
 - DNS answers cached for `dns_ttl` seconds; every connect checks the addresses with the SSRF
   guard and connects to a checked address (no second lookup to rebind);
 - timeouts: connect, time to the response headers, then between body chunks (the caller
@@ -32,6 +37,7 @@ import httptools
 from gateway.ssrf import UnsafeUpstreamError, check_addresses
 
 _HIGH_WATER = 256 * 1024
+_MAX_HEAD = 64 * 1024  # status line + headers; httptools itself has no limit
 _Key = tuple[str, str, int]
 
 
@@ -150,8 +156,9 @@ class Response:
     def close(self) -> None:
         """Drop the connection (the client went away, or we stop reading)."""
         self._fail(UpstreamClosed("closed by the gateway"))
-        self._conn.abort()
-        self._conn.done(self)
+        if self._conn.response is self:  # after release() the connection may serve another
+            self._conn.abort()
+            self._conn.done(self)
 
 
 class ResponseTooLarge(Exception):
@@ -173,6 +180,9 @@ class _Connection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self._until_eof = False
         self._keep_alive = False
+        self.head_bytes = 0  # bytes received before the final response's headers completed
+        self.head_done = False
+        self.received = False  # any byte since the current request was sent
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -182,11 +192,18 @@ class _Connection(asyncio.Protocol):
         if self.response is None:  # bytes while idle: the peer is not speaking HTTP to us
             self.abort()
             return
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._error(UpstreamClosed(f"bad HTTP from upstream: {exc}"))
             self.abort()
+            return
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_HEAD:
+                self._error(UpstreamClosed("response head too large"))
+                self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -201,6 +218,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     # (data_received feeds the parser only while a response is set)
+    def on_message_begin(self) -> None:
+        if self.response is not None and self.response.complete:
+            # a second response to one request: not HTTP/1.1 without pipelining
+            raise UpstreamClosed("unsolicited response from upstream")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.response.headers  # type: ignore[union-attr]
         key = name.decode("latin-1").lower()
@@ -209,9 +231,17 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         resp: Response = self.response  # type: ignore[assignment]
-        resp.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx (103 Early Hints, 100 Continue): the final response follows
+            resp.headers.clear()
+            return
+        self.head_done = True
+        resp.status = status
         h = resp.headers
-        self._until_eof = "content-length" not in h and "transfer-encoding" not in h
+        te = h.get("transfer-encoding", "")
+        chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        # RFC 9112 6.3: no length and not chunked -> the body ends with the connection
+        self._until_eof = "content-length" not in h and not chunked
         if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_result(None)
 
@@ -219,6 +249,8 @@ class _Connection(asyncio.Protocol):
         self.response._feed(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            return  # the end of an informational response, not of ours
         self._keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
         self.response._finish()  # type: ignore[union-attr]
 
@@ -251,6 +283,8 @@ class _Connection(asyncio.Protocol):
         self.response = None
         self.headers_ready = None
         self._keep_alive = False
+        self.head_bytes = 0
+        self.head_done = False
         if reusable:
             self.pool.park(self)
         else:
@@ -266,7 +300,7 @@ class UpstreamPool:
         *,
         pool_size: int,
         connect_timeout: float,
-        keepalive: float = 15.0,
+        keepalive: float = 4.0,
         dns_ttl: float = 10.0,
     ) -> None:
         self.connect_timeout = connect_timeout
@@ -298,18 +332,44 @@ class UpstreamPool:
         if body or method == "POST":
             head.append(b"Content-Length: %d\r\n" % len(body))
         head += [b"\r\n", body]
+        data = b"".join(head)
         await self._slots.acquire()  # released by Response.release() / close()
+        conn = self._reuse(key)
+        if conn is not None:
+            resp = await self._send(conn, data, timeout, reused=True)
+            if resp is not None:
+                return resp
+            # The upstream closed this idle connection as we reused it (its keep-alive timeout
+            # raced ours) and answered nothing: send once more on a new connection.
+            await self._slots.acquire()
         try:
-            conn = self._reuse(key) or await self._connect(key)
+            conn = await self._connect(key)
         except BaseException:
             self._slots.release()
             raise
+        resp = await self._send(conn, data, timeout, reused=False)
+        if resp is None:  # only a reused connection answers None
+            raise UpstreamClosed("upstream closed the connection")
+        return resp
+
+    async def _send(
+        self, conn: _Connection, data: bytes, timeout: float, *, reused: bool
+    ) -> Response | None:
+        """Write the request on `conn` and wait for the headers; None (slot released) when a
+        reused connection was closed before any byte of a response arrived."""
         resp = Response(conn)
         conn.response = resp
+        conn.received = False
         conn.headers_ready = ready = asyncio.get_running_loop().create_future()
-        conn.transport.write(b"".join(head))  # type: ignore[union-attr]
+        conn.transport.write(data)  # type: ignore[union-attr]
         try:
             await _wait(ready, timeout)
+        except UpstreamClosed:
+            silent = not conn.received
+            resp.close()
+            if reused and silent:
+                return None
+            raise
         except BaseException:
             resp.close()
             raise

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from billing.keys import key_generate
-from tests.gateway.conftest import ALLOWED_ORIGIN, post, rpc
+from tests.gateway.conftest import ALLOWED_ORIGIN, PORT_BASE, post, rpc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,9 +93,9 @@ def test_logs_carry_call_ids_and_never_keys(hosted, seed_key, tmp_path, upstream
     name = hosted(secret="creator-upstream-secret")
     key = seed_key(name)
     log = tmp_path / "gateway.log"
-    base = "http://127.0.0.1:18527"
+    base = f"http://127.0.0.1:{PORT_BASE + 27}"
     with log.open("wb") as sink:
-        proc = start_gateway(18527, stderr=sink, LOG_LEVEL="DEBUG")
+        proc = start_gateway(PORT_BASE + 27, stderr=sink, LOG_LEVEL="DEBUG")
         try:
             ok = post(base, name, CALL, key)
             post(base, name, CALL, _altered(key))

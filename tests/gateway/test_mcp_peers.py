@@ -21,6 +21,7 @@ from tests.gateway.conftest import (
     MCP_JSON_PORT,
     MCP_PORT,
     PEERS,
+    PORT_BASE,
     ROOT,
     drain,
     start,
@@ -184,7 +185,7 @@ def test_conformance_same_direct_and_through_gateway(hosted, everything, tmp_pat
     check --deploy refuses). Scenario by scenario the results must match, except DNS-rebinding
     protection, which server-everything lacks and the gateway adds (Host/Origin checks)."""
     name = hosted(port=EVERYTHING_PORT)
-    port = 18525
+    port = PORT_BASE + 25
     proc = start_gateway(
         port, GATEWAY_REQUIRE_KEY="0", GATEWAY_ALLOWED_ORIGINS=f"http://127.0.0.1:{port}"
     )

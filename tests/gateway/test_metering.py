@@ -8,7 +8,7 @@ import pytest
 
 from gateway.models import UsageEvent
 from gateway.proxy import PRICE_KEY, RECEIPT_KEY
-from tests.gateway.conftest import drain, post, rpc
+from tests.gateway.conftest import SCRIPTED_PORT, drain, post, rpc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,7 +138,7 @@ def test_upstream_sees_our_credentials_not_the_buyers(gateway, hosted, seed_key)
     assert key not in json.dumps(seen)
     assert "cookie" not in seen
     assert "origin" not in seen
-    assert seen["host"] == "127.0.0.1:18510"
+    assert seen["host"] == f"127.0.0.1:{SCRIPTED_PORT}"
     assert seen["accept-encoding"] == "identity"
     assert seen["mcp-param-city"] == "Oslo"
     fields = identity_verify(key=identity_key(name), header=seen["x-toolbooth-identity"])

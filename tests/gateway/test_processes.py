@@ -11,11 +11,20 @@ import pytest
 
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
-from tests.gateway.conftest import drain, post, rpc, start, start_gateway, stop, wait_port
+from tests.gateway.conftest import (
+    PORT_BASE,
+    drain,
+    post,
+    rpc,
+    start,
+    start_gateway,
+    stop,
+    wait_port,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-GW_A, GW_B = 18521, 18522
-FAULT_REDIS, FAULT_GW = 18540, 18541
+GW_A, GW_B = PORT_BASE + 21, PORT_BASE + 22
+FAULT_REDIS, FAULT_GW = PORT_BASE + 40, PORT_BASE + 41
 
 
 def call(base, name, key, tool="ok", rid=1, headers=None):

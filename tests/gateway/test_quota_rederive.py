@@ -25,7 +25,7 @@ from gateway.ratelimit import (
     ledger_counters,
 )
 from gateway.resp import RespClient
-from tests.gateway.conftest import drain, start_gateway, stop
+from tests.gateway.conftest import PORT_BASE, drain, start_gateway, stop
 from tests.gateway.test_real_licenses import _license, call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,13 +127,13 @@ def test_demo_restart_does_not_hand_out_a_fresh_quota():
     """Without Redis the in-process limiter is the backend; a new process seeds from the ledger."""
     name, _lic, _key, raw = _license(**QUOTA_PLAN)
     env = {"REDIS_URL": "", "CELERY_BROKER_URL": "memory://"}
-    base = "http://127.0.0.1:18626"
-    proc = start_gateway(18626, **env)
+    base = f"http://127.0.0.1:{PORT_BASE + 126}"
+    proc = start_gateway(PORT_BASE + 126, **env)
     try:
         assert [call(base, name, raw, rid=i).status_code for i in range(3)] == [200, 200, 200]
     finally:
         stop(proc)  # the in-process queue is flushed to the ledger on shutdown
-    proc = start_gateway(18626, **env)
+    proc = start_gateway(PORT_BASE + 126, **env)
     try:
         refused = call(base, name, raw, rid=4)
         assert refused.status_code == 429

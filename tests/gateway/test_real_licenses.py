@@ -10,7 +10,7 @@ from billing.services.licenses import api_key_create, api_key_revoke
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
 from tests.billing.factories import LicenseFactory
-from tests.gateway.conftest import drain, post, rpc, start_gateway, stop
+from tests.gateway.conftest import PORT_BASE, drain, post, rpc, start_gateway, stop
 from tests.gateway.factories import HostedUpstreamFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,8 +49,8 @@ def test_demo_shape_without_redis():
     name, lic, key, raw = _license(plan_price__per_call_amount=0)
     lic.plan.rate_limit_per_minute = 2
     lic.plan.save()
-    proc = start_gateway(18526, REDIS_URL="", CELERY_BROKER_URL="memory://")
-    base = "http://127.0.0.1:18526"
+    proc = start_gateway(PORT_BASE + 26, REDIS_URL="", CELERY_BROKER_URL="memory://")
+    base = f"http://127.0.0.1:{PORT_BASE + 26}"
     try:
         assert [call(base, name, raw, rid=i).status_code for i in range(3)] == [200, 200, 429]
         time.sleep(1.2)  # the in-process queue writes every 0.5 s

@@ -158,10 +158,12 @@ def test_connect_time_check_refuses_private_answers(settings):
 def test_gateway_refuses_an_unsafe_stored_url(gateway, hosted, seed_key):
     """A row written around the service (or before a rule changed) is still refused."""
     from gateway.models import HostedUpstream
-    from tests.gateway.conftest import post, rpc
+    from tests.gateway.conftest import PORT_BASE, post, rpc
 
     name = hosted()
-    HostedUpstream.objects.filter(listing__name=name).update(url="http://127.0.0.1:18599/mcp")
+    HostedUpstream.objects.filter(listing__name=name).update(
+        url=f"http://127.0.0.1:{PORT_BASE + 99}/mcp"
+    )
     key = seed_key(name)
     r = post(gateway, name, rpc("tools/call", {"name": "ok", "arguments": {}}), key)
     assert r.status_code == 404
