@@ -265,10 +265,27 @@ class Gateway:
         return config
 
     async def admit(
-        self, *, key_hash: str, name: str, kind: str, tool: str, session_id: str, now: float
+        self,
+        *,
+        key_hash: str,
+        name: str,
+        kind: str,
+        tool: str,
+        session_id: str,
+        now: float,
+        call_id: str,
     ) -> Admission:
-        limiter: RedisLimiter | LocalLimiter = self.redis if self.redis is not None else self.local
-        return await limiter.admit(
+        if self.redis is not None:
+            return await self.redis.admit(
+                key_hash=key_hash,
+                listing_name=name,
+                kind=kind,
+                tool=tool,
+                session_id=session_id,
+                now=now,
+                call_id=call_id,
+            )
+        return await self.local.admit(
             key_hash=key_hash,
             listing_name=name,
             kind=kind,
@@ -295,6 +312,7 @@ class Gateway:
         if self.redis is not None and not adm.local:
             self.redis.record(
                 metering.record_json(record),
+                call_id=record["call_id"],
                 refund=refund,
                 reserved=adm.reserved,
                 now=now,
@@ -379,9 +397,16 @@ class Gateway:
         if session_id and not _session_id_ok(session_id):
             return await _respond(send, 400, _error_body(rpc_id, -32600, "Bad Mcp-Session-Id."))
 
+        call_id = str(metering.new_call_id()) if kind == KIND_CALL else ""
         if self.require_key:
             adm = await self.admit(
-                key_hash=key_hash, name=name, kind=kind, tool=tool, session_id=session_id, now=now
+                key_hash=key_hash,
+                name=name,
+                kind=kind,
+                tool=tool,
+                session_id=session_id,
+                now=now,
+                call_id=call_id,
             )
         else:
             adm = Admission(OK, _anonymous(up))
@@ -402,7 +427,7 @@ class Gateway:
         elif method == "GET" and session_id and ent.key_id:
             pending = await self._pending_calls(session_id)
         metering.requests_metric(name).inc()
-        call = _Call(self, up, ent, adm, rpc_id, rpc_method, tool, started, now)
+        call = _Call(self, up, ent, adm, rpc_id, rpc_method, tool, started, now, call_id)
         call.session_id, call.task_id, call.pending = session_id, task_id, pending
         await call.run(scope, receive, send, method, headers, body, session_id)
 
@@ -521,11 +546,12 @@ class _Call:
         tool: str,
         started: float,
         now: float,
+        call_id: str,
     ) -> None:
         self.gw, self.up, self.ent, self.adm = gw, up, ent, adm
         self.rpc_id, self.rpc_method, self.tool = rpc_id, rpc_method, tool
         self.started, self.now = started, now
-        self.call_id = metering.new_call_id() if rpc_method == "tools/call" else None
+        self.call_id = call_id or None  # tools/call only
         self.session_id, self.task_id = "", ""
         self.pending: dict[str, Any] | None = None  # set by the gateway (tasks, GET streams)
         self.created_task: dict[str, Any] | None = None
@@ -540,11 +566,12 @@ class _Call:
         task = result.get("task")
         if isinstance(task, dict) and isinstance(task.get("taskId"), str):
             self.created_task = task  # billed when tasks/result answers (gateway.deferred)
-            _put_receipt(result, str(self.call_id), 0, self.ent.currency, None)
+            _put_receipt(result, self.call_id or "", 0, self.ent.currency, None)
             return "task_created"
         billable = result.get("isError") is not True
         amount = self.adm.amount if billable else 0
-        _put_receipt(result, str(self.call_id), amount, self.ent.currency, self.adm.quota_remaining)
+        quota = self.adm.quota_remaining
+        _put_receipt(result, self.call_id or "", amount, self.ent.currency, quota)
         return None
 
     def _prices(self, message: dict[str, Any]) -> str | None:
@@ -749,7 +776,7 @@ class _Call:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "gateway.call",
-                extra={"call_id": str(self.call_id), "outcome": outcome, "listing": listing},
+                extra={"call_id": self.call_id, "outcome": outcome, "listing": listing},
             )
 
     async def _remember(self, record: dict[str, Any]) -> None:

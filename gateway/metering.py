@@ -157,7 +157,7 @@ class LocalUsageQueue:
 
 def usage_record(
     *,
-    call_id: uuid.UUID,
+    call_id: str,
     ent: Any,
     tool: str,
     amount: int,
@@ -167,7 +167,7 @@ def usage_record(
     occurred_at: float,
 ) -> dict[str, Any]:
     return {
-        "call_id": str(call_id),
+        "call_id": call_id,
         "key_id": ent.key_id,
         "license_id": ent.license_id,
         "listing_id": ent.listing_id,

@@ -42,6 +42,7 @@ class UsageOutcome(models.TextChoices):
     TIMEOUT = "timeout", "Timed out"
     CANCELLED = "cancelled", "Cancelled or no response"
     GATEWAY_ERROR = "gateway_error", "Gateway error"
+    GATEWAY_LOST = "gateway_lost", "Gateway process died mid-call"
 
 
 class UsageEvent(models.Model):

@@ -4,10 +4,13 @@ Everything a warm request needs happens in ONE Redis round trip (`_ADMIT_LUA`): 
 entitlement (`tb:ent:<key hash>`, JSON of `dataclasses.asdict(Entitlement)`, written here on a
 miss and deleted by billing on change), check status/expiry/listing, the session binding, a GCRA
 rate limit per key and listing, the monthly quota and per-key spend caps, and only then (all
-checks passed) reserve the counters. A finished tools/call is recorded with a second script
-(`_RECORD_LUA`): XADD to the usage stream, and refund the reservations of a call that turned out
-not billable. Counters may be lost (they are protective or re-derivable from the ledger); the
-stream is the durable record. Lost quota and spend counters are re-derived on an entitlement
+checks passed) reserve the counters and mark the call in flight (`tb:inflight`). A finished
+tools/call is recorded with a second script (`_RECORD_LUA`, riding the next admission's write):
+XADD to the usage stream, clear the in-flight mark, and refund the reservations of a call that
+turned out not billable. The calls of a process that dies in between are settled by
+`gateway.usage.inflight_sweep` once the process's heartbeat (`tb:gw:<id>`) is gone.
+Counters may be lost (they are protective or re-derivable from the ledger); the stream is the
+durable record. Lost quota and spend counters are re-derived on an entitlement
 cache miss only (the warm path stays one script call): the script reports them missing
 (`RESEED`), one ledger query (`gateway.selectors.usage_counters_for`) computes them, and the
 script seeds them with SET NX before it decides.
@@ -30,9 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import json
 import logging
 import math
+import os
+import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -178,6 +185,15 @@ if kind == 'call' then
     redis.call('INCRBY', mk, amount); redis.call('EXPIRE', mk, ARGV[12])
     incr[#incr + 1] = mk; incr[#incr + 1] = amount
   end
+  if ARGV[8] ~= '' then
+    -- In flight until its record lands ("<call id> <gateway id>"); the sweeper settles the
+    -- calls of a gateway process that died (gateway.usage.inflight_sweep).
+    local sp = string.find(ARGV[8], ' ', 1, true)
+    redis.call('HSET', 'tb:inflight', string.sub(ARGV[8], 1, sp - 1), cjson.encode({
+      g = string.sub(ARGV[8], sp + 1), a = now, r = incr, t = ARGV[4], x = amount,
+      k = ent.key_id, l = ent.license_id, s = ent.listing_id, p = ent.plan_id,
+      cu = ent.currency, sc = ent.stripe_customer_id, m = ent.meter_event_name}))
+  end
 end
 if rk then
   redis.call('SET', rk, string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
@@ -186,12 +202,15 @@ return {0, raw, amount, qleft, remaining, reset, rl, incr}
 """
 
 _RECORD_LUA = """
+local live = redis.call('HDEL', 'tb:inflight', ARGV[4])
 redis.call('XADD', ARGV[1], '*', 'e', ARGV[2])
-if ARGV[3] == '1' then
-  for i = 4, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
+if ARGV[3] == '1' and live == 1 then
+  for i = 5, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
 end
 return 1
 """
+# Seconds a gateway process's heartbeat (tb:gw:<id>) lives; refreshed every third of that.
+HEARTBEAT_TTL = 30
 
 
 @dataclass(slots=True)
@@ -493,6 +512,15 @@ class RedisLimiter:
         self._memo = _Memo()
         self._down_until = 0.0
         self._tasks: set[asyncio.Future[None]] = set()
+        self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._heartbeat: asyncio.Future[None] | None = None
+
+    async def _beat(self) -> None:
+        """Tell the in-flight sweeper this process is alive (its calls are not lost)."""
+        while True:
+            with contextlib.suppress(*REDIS_FAILURES):  # the TTL spans three beats
+                await self.client.call("SET", f"tb:gw:{self.gateway_id}", 1, "EX", HEARTBEAT_TTL)
+            await asyncio.sleep(HEARTBEAT_TTL / 3)
 
     def available(self, now: float) -> bool:
         return now >= self._down_until
@@ -510,11 +538,21 @@ class RedisLimiter:
             logger.warning("gateway.redis_timeout", extra={"error": type(exc).__name__})
 
     async def admit(
-        self, *, key_hash: str, listing_name: str, kind: str, tool: str, session_id: str, now: float
+        self,
+        *,
+        key_hash: str,
+        listing_name: str,
+        kind: str,
+        tool: str,
+        session_id: str,
+        now: float,
+        call_id: str = "",
     ) -> Admission:
         if self.available(now):
             try:
-                return await self._admit_redis(key_hash, listing_name, kind, tool, session_id, now)
+                return await self._admit_redis(
+                    key_hash, listing_name, kind, tool, session_id, now, call_id
+                )
             except REDIS_FAILURES as exc:
                 self.mark_down(now, exc)
         return await self.local.admit(
@@ -528,8 +566,17 @@ class RedisLimiter:
         )
 
     async def _admit_redis(
-        self, key_hash: str, listing_name: str, kind: str, tool: str, session_id: str, now: float
+        self,
+        key_hash: str,
+        listing_name: str,
+        kind: str,
+        tool: str,
+        session_id: str,
+        now: float,
+        call_id: str,
     ) -> Admission:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.ensure_future(self._beat())
         args: list[Any] = [
             key_hash,
             listing_name,
@@ -538,7 +585,7 @@ class RedisLimiter:
             session_id,
             repr(now),
             day_key(now),
-            "",
+            f"{call_id} {self.gateway_id}" if call_id else "",
             "",
             self._cache_seconds,
             self._session_ttl,
@@ -615,6 +662,7 @@ class RedisLimiter:
         self,
         event_json: bytes,
         *,
+        call_id: str,
         refund: bool,
         reserved: list[tuple[str, int]],
         now: float,
@@ -623,7 +671,7 @@ class RedisLimiter:
         """XADD the finished call (and refund its reservations) with the next write to Redis,
         at most `_RECORD_DELAY` from now. If that fails, one awaited retry (which also reloads
         the script after a Redis restart), then `on_failure` (the in-process queue)."""
-        args: list[Any] = [self._stream, event_json, "1" if refund else "0"]
+        args: list[Any] = [self._stream, event_json, "1" if refund else "0", call_id]
         for ck, delta in reserved:
             args += [ck, delta]
         if not self.available(now):
@@ -653,6 +701,8 @@ class RedisLimiter:
             on_failure()
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         await self.client.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,17 @@ def usage_drain_task() -> int:
     if moved:
         logger.info("gateway.usage_drained", extra={"n": moved})
     return moved
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)  # type: ignore[untyped-decorator]
+def inflight_sweep_task() -> int:
+    """Calls left in flight by a dead gateway process become unbilled ledger rows."""
+    if not settings.REDIS_URL:
+        return 0
+    swept = usage.inflight_sweep(client=usage.redis_client(), now=time.time())
+    if swept:
+        logger.warning("gateway.inflight_swept", extra={"n": swept})
+    return swept
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)  # type: ignore[untyped-decorator]

@@ -20,8 +20,21 @@ from django.conf import settings
 from django.db.models import Count
 
 from gateway.metering import DRAIN_BATCH, DRAIN_MAX_BATCHES, GROUP
-from gateway.models import UsageEvent
+from gateway.models import UsageEvent, UsageOutcome
 from gateway.services import usage_events_write
+
+# A call admitted by a gateway process that died: settle it once, as not billed, and give its
+# reserved quota and spend back (the process's own record, if it ever comes, refunds nothing).
+_SWEEP_LUA = """
+if redis.call('HDEL', 'tb:inflight', ARGV[1]) == 0 then return 0 end
+redis.call('XADD', ARGV[2], '*', 'e', ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('DECRBY', ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+# A call younger than this is left alone even when its process looks dead.
+INFLIGHT_GRACE_SECONDS = 60.0
+# An entry of a live process this old is a record that went around Redis, not a running call.
+INFLIGHT_FORGET_SECONDS = 24 * 3600.0
 
 
 @lru_cache(maxsize=4)
@@ -93,6 +106,55 @@ def usage_drain(
         if len(entries) < batch:
             break
     return moved
+
+
+def inflight_sweep(
+    *, client: redis.Redis, now: float, grace: float = INFLIGHT_GRACE_SECONDS
+) -> int:
+    """Settle the in-flight calls of gateway processes whose heartbeat is gone.
+
+    Every Redis-admitted tools/call sits in `tb:inflight` from admission until its record is
+    written. A process killed in between (kill -9, OOM, a lost machine) leaves entries behind;
+    once its heartbeat (`tb:gw:<id>`) has expired they become ledger rows with outcome
+    `gateway_lost`, not billed, and their reservations are refunded. Returns how many."""
+    stream = settings.GATEWAY_USAGE_STREAM
+    sweep = client.register_script(_SWEEP_LUA)
+    alive: dict[str, bool] = {}
+    swept = 0
+    for call_id, raw in client.hscan_iter("tb:inflight", count=500):
+        entry = json.loads(raw)
+        if float(entry["a"]) > now - grace:
+            continue
+        gateway_id = str(entry["g"])
+        if gateway_id not in alive:
+            alive[gateway_id] = bool(client.exists(f"tb:gw:{gateway_id}"))
+        if alive[gateway_id]:
+            if float(entry["a"]) < now - INFLIGHT_FORGET_SECONDS:
+                # A live process whose record went to its in-process queue (Redis was down
+                # when the call ended): the ledger has it; only forget the entry.
+                client.hdel("tb:inflight", call_id)
+            continue
+        record = {
+            "call_id": call_id.decode(),
+            "key_id": int(entry["k"]),
+            "license_id": int(entry["l"]),
+            "listing_id": int(entry["s"]),
+            "plan_id": int(entry["p"]),
+            "tool": str(entry["t"])[:200],
+            "unit_amount": 0,
+            "currency": entry.get("cu") or "usd",
+            "billable": False,
+            "outcome": UsageOutcome.GATEWAY_LOST.value,
+            "latency_ms": 0,
+            "occurred_at": float(entry["a"]),
+            "stripe_customer_id": entry.get("sc") or "",
+            "meter_event_name": entry.get("m") or "",
+        }
+        flat = entry.get("r") or []  # cjson encodes an empty table as {}
+        args: list[Any] = [call_id, stream, json.dumps(record)]
+        args += list(flat) if isinstance(flat, list) else []
+        swept += int(sweep(args=args))
+    return swept
 
 
 def reported_pairs(*, start: datetime, end: datetime) -> list[dict[str, Any]]:

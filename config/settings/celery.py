@@ -39,6 +39,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 15 * 60,
     },
     "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
+    "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
     "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 60.0},
     # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
     # the upstream also refreshes its own list at once).

@@ -21,7 +21,7 @@ def _push(redis_client, n, billable=True):
     for _ in range(n):
         cid = new_call_id()
         record = usage_record(
-            call_id=cid,
+            call_id=str(cid),
             ent=ent,
             tool="ok",
             amount=5,

@@ -144,11 +144,23 @@ def test_session_binding_and_refund(settings, redis_client):
             key_hash="h", listing_name=NAME, kind=KIND_REQUEST, tool="", session_id="s2", now=now
         )
         call = await shared.admit(
-            key_hash="h", listing_name=NAME, kind=KIND_CALL, tool="a", session_id="", now=now
+            key_hash="h",
+            listing_name=NAME,
+            kind=KIND_CALL,
+            tool="a",
+            session_id="",
+            now=now,
+            call_id="c1",
         )
+        assert await client.hexists("tb:inflight", "c1")
         failed = []
         shared.record(
-            "{}", refund=True, reserved=call.reserved, now=now, on_failure=lambda: failed.append(1)
+            b"{}",
+            call_id="c1",
+            refund=True,
+            reserved=call.reserved,
+            now=now,
+            on_failure=lambda: failed.append(1),
         )
         await asyncio.sleep(0.01)  # the deferred write goes out within 2 ms
         assert failed == []
@@ -156,7 +168,9 @@ def test_session_binding_and_refund(settings, redis_client):
             key_hash="h", listing_name=NAME, kind=KIND_CALL, tool="a", session_id="", now=now
         )
         entries = await client.xlen("tb:usage:test")
+        inflight = await client.hlen("tb:inflight")
         await client.aclose()
-        return ok.verdict, foreign.verdict, call.verdict, again.verdict, entries
+        return ok.verdict, foreign.verdict, call.verdict, again.verdict, entries, inflight
 
-    assert asyncio.run(run()) == (OK, SESSION, OK, OK, 1)
+    # refunded (the hard-capped quota admits `again`), recorded once, no longer in flight
+    assert asyncio.run(run()) == (OK, SESSION, OK, OK, 1, 0)
