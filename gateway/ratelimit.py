@@ -40,6 +40,7 @@ import math
 import os
 import secrets
 import socket
+import string
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -76,13 +77,17 @@ _DAY_TTL = 2 * 86400
 _NEGATIVE = "0"  # cached "no such key" so garbage keys cannot hammer PostgreSQL
 REDIS_FAILURES = (OSError, asyncio.TimeoutError, RedisError)
 
-_ADMIT_LUA = """
+# ARGV: key hash, listing, kind, tool, session id, now, UTC day, "<call id> <gateway id>"; on a
+# cache miss also the entitlement JSON (or '0') and the counter mode ('?' or '=' + 3 values).
+# The TTLs are settings, fixed per process: baked into the script ($-placeholders) rather than
+# sent with every call.
+_ADMIT_LUA = string.Template("""
 local function id(x) return string.format('%d', x) end
 local ek = 'tb:ent:' .. ARGV[1]
 local raw
-if ARGV[9] ~= '' then
+if ARGV[9] and ARGV[9] ~= '' then
   raw = ARGV[9]
-  redis.call('SET', ek, raw, 'EX', ARGV[10])
+  redis.call('SET', ek, raw, 'EX', $cache_ttl)
 else
   raw = redis.call('GET', ek)
 end
@@ -93,10 +98,10 @@ local now = tonumber(ARGV[6])
 if ent.status ~= 'active' then return {2} end
 if type(ent.expires_at) == 'number' and ent.expires_at <= now then return {2} end
 if ent.listing_name ~= ARGV[2] then return {3} end
-if ARGV[14] then
+if ARGV[10] then
   -- Miss path only: the counters this entitlement needs. '?' = report when Redis lost any
-  -- ({9}); '=' = seed them from the ledger (ARGV[15..17]), never over a live counter.
-  local ks, ttl = {}, {ARGV[12], ARGV[13], ARGV[12]}
+  -- ({9}); '=' = seed them from the ledger (ARGV[11..13]), never over a live counter.
+  local ks, ttl = {}, {$quota_ttl, $day_ttl, $quota_ttl}
   if type(ent.included_calls) == 'number' then
     ks[1] = 'tb:q:' .. id(ent.license_id) .. ':' .. id(ent.period_start)
   end
@@ -108,10 +113,10 @@ if ARGV[14] then
   end
   for i = 1, 3 do
     if ks[i] then
-      if ARGV[14] == '?' then
+      if ARGV[10] == '?' then
         if redis.call('EXISTS', ks[i]) == 0 then return {9} end
       else
-        redis.call('SET', ks[i], ARGV[14 + i], 'NX', 'EX', ttl[i])
+        redis.call('SET', ks[i], ARGV[10 + i], 'NX', 'EX', ttl[i])
       end
     end
   end
@@ -120,7 +125,7 @@ local sid = ARGV[5]
 if sid ~= '' then
   local sk = 'tb:sess:' .. sid
   if redis.call('GET', sk) ~= id(ent.key_id) then return {8, raw} end
-  redis.call('EXPIRE', sk, ARGV[11])
+  redis.call('EXPIRE', sk, $session_ttl)
 end
 local kind = ARGV[3]
 local rl = tonumber(ent.rate_limit_per_minute) or 0
@@ -174,15 +179,15 @@ if kind == 'call' then
     end
   end
   if qk then
-    redis.call('INCR', qk); redis.call('EXPIRE', qk, ARGV[12])
+    redis.call('INCR', qk); redis.call('EXPIRE', qk, $quota_ttl)
     incr[#incr + 1] = qk; incr[#incr + 1] = 1
   end
   if dk then
-    redis.call('INCRBY', dk, amount); redis.call('EXPIRE', dk, ARGV[13])
+    redis.call('INCRBY', dk, amount); redis.call('EXPIRE', dk, $day_ttl)
     incr[#incr + 1] = dk; incr[#incr + 1] = amount
   end
   if mk then
-    redis.call('INCRBY', mk, amount); redis.call('EXPIRE', mk, ARGV[12])
+    redis.call('INCRBY', mk, amount); redis.call('EXPIRE', mk, $quota_ttl)
     incr[#incr + 1] = mk; incr[#incr + 1] = amount
   end
   if ARGV[8] ~= '' then
@@ -199,7 +204,7 @@ if rk then
   redis.call('SET', rk, string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
 end
 return {0, raw, amount, qleft, remaining, reset, rl, incr}
-"""
+""")
 
 _RECORD_LUA = """
 local live = redis.call('HDEL', 'tb:inflight', ARGV[4])
@@ -507,7 +512,14 @@ class RedisLimiter:
         self._cache_seconds = cache_seconds
         self._session_ttl = session_ttl
         self._stream = stream
-        self._admit = client.script(_ADMIT_LUA)
+        self._admit = client.script(
+            _ADMIT_LUA.substitute(
+                cache_ttl=int(cache_seconds),
+                session_ttl=int(session_ttl),
+                quota_ttl=_QUOTA_TTL,
+                day_ttl=_DAY_TTL,
+            )
+        )
         self._record = client.script(_RECORD_LUA)
         self._memo = _Memo()
         self._down_until = 0.0
@@ -586,22 +598,17 @@ class RedisLimiter:
             repr(now),
             day_key(now),
             f"{call_id} {self.gateway_id}" if call_id else "",
-            "",
-            self._cache_seconds,
-            self._session_ttl,
-            _QUOTA_TTL,
-            _DAY_TTL,
         ]
         reply = await self._admit(args)
         if reply[0] == MISS:
             ent = await self._loader(key_hash)
-            args[8] = _NEGATIVE if ent is None else entitlement_to_json(ent)
+            args.append(_NEGATIVE if ent is None else entitlement_to_json(ent))
             if ent is not None and self._counters_loader is not None:
                 args.append("?")  # the script reports counters Redis lost (RESEED)
             reply = await self._admit(args)
             if reply[0] == RESEED and ent is not None and self._counters_loader is not None:
                 got = await self._ledger(self._counters_loader, ent, now)
-                args[13:] = ["=", got.calls, got.spent_today, got.spent_month]
+                args[9:] = ["=", got.calls, got.spent_today, got.spent_month]
                 reply = await self._admit(args)
         verdict = int(reply[0])
         if verdict in (INVALID, WRONG_LISTING, MISS):
