@@ -275,23 +275,15 @@ class Gateway:
         now: float,
         call_id: str,
     ) -> Admission:
-        if self.redis is not None:
-            return await self.redis.admit(
-                key_hash=key_hash,
-                listing_name=name,
-                kind=kind,
-                tool=tool,
-                session_id=session_id,
-                now=now,
-                call_id=call_id,
-            )
-        return await self.local.admit(
+        limiter: RedisLimiter | LocalLimiter = self.redis if self.redis is not None else self.local
+        return await limiter.admit(
             key_hash=key_hash,
             listing_name=name,
             kind=kind,
             tool=tool,
             session_id=session_id,
             now=now,
+            call_id=call_id,
         )
 
     async def session_bind(self, session_id: str, key_id: int, now: float) -> None:

@@ -396,6 +396,7 @@ class LocalLimiter:
         tool: str,
         session_id: str,
         now: float,
+        call_id: str = "",  # not tracked in flight: this process is the only one that knows it
         paid_allowed: bool = True,
     ) -> Admission:
         ent = await self.entitlement(key_hash, now)
