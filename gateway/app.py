@@ -552,6 +552,8 @@ class _Call:
             self.meter = proxy.Meter(rpc_id, rpc_method, self._receipt)
         elif rpc_method == "tools/list" and rpc_id is not None:
             self.meter = proxy.Meter(rpc_id, rpc_method, self._prices)
+        elif rpc_method == "tasks/list" and rpc_id is not None and ent.key_id:
+            self.meter = proxy.Meter(rpc_id, rpc_method, _no_rewrite, self._own_tasks)
 
     def _receipt(self, message: dict[str, Any]) -> str | None:
         result = message["result"]
@@ -594,6 +596,22 @@ class _Call:
             self.meter = proxy.Meter(self.rpc_id, "tasks/result", _no_rewrite, self._settle_task)
         elif method == "GET" and self.session_id:
             self.meter = proxy.ReplayMeter(self.pending, self._settle_replay, self._refresh)
+
+    async def _own_tasks(self, message: dict[str, Any]) -> None:
+        """tasks/list shows only the tasks this key created (an upstream without sessions
+        may list everyone's); if Redis cannot say whose they are, it shows none."""
+        result = message.get("result")
+        tasks = result.get("tasks") if isinstance(result, dict) else None
+        if not isinstance(tasks, list) or not isinstance(result, dict):
+            return
+        ids = {str(t.get("taskId")): t for t in tasks if isinstance(t, dict)}
+        try:
+            owners = await self.gw.deferred.task_owners(self.ent.listing_id, list(ids))
+        except REDIS_FAILURES:
+            logger.warning("gateway.task_owners_unavailable")
+            owners = {}
+        key_id = self.ent.key_id
+        result["tasks"] = [t for tid, t in ids.items() if owners.get(tid) == key_id]
 
     async def _refresh(self) -> dict[str, Any]:
         return await self.gw._pending_calls(self.session_id)

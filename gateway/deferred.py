@@ -22,6 +22,7 @@ keeps unique as well. Without Redis (the demo) the same rules run on in-process 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -114,6 +115,13 @@ class RedisDeferred:
             return None
         return int(owner), (fastjson.loads(raw) if raw is not None else None)
 
+    async def task_owners(self, listing_id: int, task_ids: list[str]) -> dict[str, int]:
+        """task id -> the key id that created it, for the ids we know."""
+        owners = await asyncio.gather(
+            *(self.client.call("HGET", f"tb:task:{listing_id}:{t}", "k") for t in task_ids)
+        )
+        return {t: int(o) for t, o in zip(task_ids, owners, strict=True) if o is not None}
+
     async def settle_task(self, listing_id: int, task_id: str, record: dict[str, Any]) -> bool:
         return await self._run_settle(f"tb:task:{listing_id}:{task_id}", "r", record)
 
@@ -155,6 +163,10 @@ class LocalDeferred:
 
     async def task(self, listing_id: int, task_id: str) -> tuple[int, dict[str, Any] | None] | None:
         return self._tasks.get((listing_id, task_id))
+
+    async def task_owners(self, listing_id: int, task_ids: list[str]) -> dict[str, int]:
+        hits = {t: self._tasks.get((listing_id, t)) for t in task_ids}
+        return {t: hit[0] for t, hit in hits.items() if hit is not None}
 
     async def settle_task(self, listing_id: int, task_id: str, record: dict[str, Any]) -> bool:
         hit = self._tasks.get((listing_id, task_id))

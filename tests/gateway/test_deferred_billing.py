@@ -517,3 +517,26 @@ def test_task_id_is_refused_for_another_key(gateway, hosted, seed_key, everythin
     mine = owner.call("tasks/get", {"taskId": task_id}, 40)
     assert mine["result"]["status"] in ("working", "completed")  # not cancelled by the other key
     assert everything.requests_seen() == before + 1
+
+
+def test_tasks_list_shows_only_the_keys_own_tasks(gateway, hosted, seed_key, redis_client):
+    """The scripted upstream lists three tasks (t-a, t-b, t-c) to everyone, as an upstream
+    without sessions would; each key sees only the tasks bound to it, never unknown ones."""
+    from billing.keys import key_hash
+    from tests.gateway.conftest import SCRIPTED_PORT
+
+    name = hosted(port=SCRIPTED_PORT)
+    key_a, key_b = seed_key(name), seed_key(name)
+    ent_a = json.loads(redis_client.get(f"tb:ent:{key_hash(key_a)}"))
+    ent_b = json.loads(redis_client.get(f"tb:ent:{key_hash(key_b)}"))
+    listing_id = ent_a["listing_id"]
+    redis_client.hset(f"tb:task:{listing_id}:t-a", mapping={"k": ent_a["key_id"], "r": "{}"})
+    redis_client.hset(f"tb:task:{listing_id}:t-b", mapping={"k": ent_b["key_id"], "r": "{}"})
+
+    def listed(key: str) -> list[str]:
+        r = post(gateway, name, rpc("tasks/list", {}), key)
+        assert r.status_code == 200
+        return [t["taskId"] for t in r.json()["result"]["tasks"]]
+
+    assert listed(key_a) == ["t-a"]
+    assert listed(key_b) == ["t-b"]

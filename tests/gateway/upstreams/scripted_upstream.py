@@ -70,6 +70,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             for n in ("ok", "tool_error", "secret_tool", "headers")
         ]
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {"tools": tools}})
+    if method == "tasks/list":  # an upstream without sessions: everyone's tasks
+        tasks = [{"taskId": t, "status": "working"} for t in ("t-a", "t-b", "t-c")]
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {"tasks": tasks}})
     if method != "tools/call":
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
     tool = msg["params"]["name"]
