@@ -9,9 +9,10 @@ chunk by chunk (SSE). Everything else stays here, small enough to read in one si
 
 - one pool per process, at most `pool_size` requests in flight, idle connections kept per
   (scheme, host, port) for `keepalive` seconds (4 s: below the 5 s after which uvicorn and
-  Node close idle connections) and dropped as soon as the peer closes them; a request whose
-  reused connection the upstream closed before answering a byte (the two idle timeouts
-  crossing) is sent once more on a new connection, as Go's client does;
+  Node close idle connections) and dropped as soon as the peer closes them; a GET or DELETE
+  whose reused connection the upstream closed before answering a byte (the two idle timeouts
+  crossing) is sent once more on a new connection, a POST is not (it may have run: Go's
+  client draws the same line), so every retry is idempotent;
 - response heads over 64 KiB, 1xx interim responses and unsolicited second responses are
   handled (refused, skipped, refused);
 - DNS answers cached for `dns_ttl` seconds; every connect checks the addresses with the SSRF
@@ -37,6 +38,11 @@ import httptools
 from gateway.ssrf import UnsafeUpstreamError, check_addresses
 
 _HIGH_WATER = 256 * 1024
+# Methods repeated once when a reused connection was closed before any answer byte (RFC 9110
+# 9.2.2 idempotent methods; Go's client draws the same line).
+_REPLAYABLE = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+# A connection idle longer than this gets one loop turn before reuse, for a pending close.
+_STALE_CHECK_AFTER = 0.5
 _MAX_HEAD = 64 * 1024  # status line + headers; httptools itself has no limit
 _Key = tuple[str, str, int]
 
@@ -178,6 +184,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self._until_eof = False
         self._keep_alive = False
         self.head_bytes = 0  # bytes received before the final response's headers completed
@@ -334,13 +341,15 @@ class UpstreamPool:
         head += [b"\r\n", body]
         data = b"".join(head)
         await self._slots.acquire()  # released by Response.release() / close()
-        conn = self._reuse(key)
+        conn = await self._reuse_live(key)
         if conn is not None:
-            resp = await self._send(conn, data, timeout, reused=True)
+            replayable = method in _REPLAYABLE
+            resp = await self._send(conn, data, timeout, reused=replayable)
             if resp is not None:
                 return resp
             # The upstream closed this idle connection as we reused it (its keep-alive timeout
-            # raced ours) and answered nothing: send once more on a new connection.
+            # raced ours) and answered nothing: a request that is safe to repeat goes out once
+            # more on a new connection. A POST does not: the upstream may have run it.
             await self._slots.acquire()
         try:
             conn = await self._connect(key)
@@ -393,6 +402,17 @@ class UpstreamPool:
             self._targets[url] = hit
         return hit
 
+    async def _reuse_live(self, key: _Key) -> _Connection | None:
+        """An idle connection, after letting a close that already arrived on one that sat idle
+        for a while be read first (one loop turn; connections in steady use skip it)."""
+        conn = self._reuse(key)
+        while conn is not None and time.monotonic() - conn.idle_since > _STALE_CHECK_AFTER:
+            await asyncio.sleep(0)
+            if not conn.closed:
+                break
+            conn = self._reuse(key)
+        return conn
+
     def _reuse(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
@@ -439,6 +459,7 @@ class UpstreamPool:
         return addresses
 
     def park(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(conn.key, [])
         idle.append(conn)
         conn.idle_handle = asyncio.get_running_loop().call_later(self.keepalive, conn.abort)

@@ -765,9 +765,9 @@ def stale_after_first(close_on_next_request: bool) -> tuple[Handler, asyncio.Eve
 
 @pytest.mark.parametrize("close_on_next_request", [False, True], ids=["closed", "crossing"])
 def test_request_racing_the_upstreams_idle_close_succeeds(settings, close_on_next_request):
-    """uvicorn and Node close idle connections after 5 s, the pool keeps them 15 s: a request
-    can go out on a connection the upstream has just closed. Nothing was answered on it, so
-    the request must go out again on a new connection instead of failing with a 502."""
+    """uvicorn and Node close idle connections after 5 s: a request can go out on a connection
+    the upstream has just closed. Nothing was answered on it, so a GET (safe to repeat) must go
+    out again on a new connection instead of failing with a 502."""
     handler, closed = stale_after_first(close_on_next_request)
 
     async def scenario(pool: UpstreamPool, up: Upstream) -> None:
@@ -777,6 +777,21 @@ def test_request_racing_the_upstreams_idle_close_succeeds(settings, close_on_nex
         assert (await get(pool, up.url("/2")))[2] == b"{}"
         assert up.accepted == 2
         assert up.paths() == [b"/1", b"/2"]
+
+    run(settings, handler, scenario, pool_size=1)
+
+
+def test_a_post_on_a_connection_closed_under_it_is_not_sent_twice(settings):
+    """The same crossing race for a POST: the upstream read the request before closing, so it
+    may have run it (a tools/call with side effects). It is not sent again; the caller gets
+    the error (the gateway answers 502, unbilled)."""
+    handler, _closed = stale_after_first(close_on_next_request=True)
+
+    async def scenario(pool: UpstreamPool, up: Upstream) -> None:
+        assert (await get(pool, up.url("/1")))[2] == b"{}"
+        with pytest.raises(UpstreamClosed):
+            await get(pool, up.url("/2"), method="POST", body=b"{}")
+        assert up.accepted == 1  # no second connection: not sent again
 
     run(settings, handler, scenario, pool_size=1)
 
