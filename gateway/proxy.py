@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import fastjson
+from gateway.deferred import rpc_id_key
 from gateway.http1 import Response, ResponseTooLarge, UpstreamPool
 from gateway.ssrf import UnsafeUpstreamError
 
@@ -102,7 +103,7 @@ class ReplayMeter:
             return False
         if "result" not in message and "error" not in message:
             return False
-        key = fastjson.dumps(message.get("id")).decode()
+        key = rpc_id_key(message.get("id"))
         if key not in self.pending and key not in self._refreshed:
             self._refreshed.add(key)
             self.pending = await self.refresh()
