@@ -18,7 +18,6 @@ machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -64,13 +63,13 @@ logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 JSON_CT = (b"content-type", b"application/json")
-_UNAUTHORIZED = json.dumps(
+_UNAUTHORIZED = fastjson.dumps(
     {
         "jsonrpc": "2.0",
         "id": None,
         "error": {"code": -32001, "message": "Invalid or missing license key."},
     }
-).encode()
+)
 # Requests that name a task: only the key that created the task may send them.
 _TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel"})
 _QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
