@@ -6,6 +6,7 @@ of Django; every other path is ordinary Django. The catalogue is outermost becau
 lifespan shutdown to stop its session manager, and it forwards lifespan to the gateway.
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -18,3 +19,9 @@ from gateway.app import GatewayApp  # noqa: E402  (needs the app registry loaded
 from web.catalog_mcp import catalog_asgi_app  # noqa: E402
 
 application = catalog_asgi_app(fallback=GatewayApp(django_application))
+
+# Everything imported so far lives as long as the process. Moving it out of the collector's
+# reach makes each full collection walk only what requests create: on the gateway under load a
+# full collection paused every request in flight for ~95 ms, 1-4 ms after this
+# (benchmarks/gateway_bench.py, p99 at concurrency 64).
+gc.freeze()
