@@ -33,7 +33,7 @@ return 1
 """
 # A call younger than this is left alone even when its process looks dead.
 INFLIGHT_GRACE_SECONDS = 60.0
-# An entry of a live process this old is a record that went around Redis, not a running call.
+# An entry of a live process this old and not in the ledger is no running call: forget it.
 INFLIGHT_FORGET_SECONDS = 24 * 3600.0
 
 
@@ -116,26 +116,35 @@ def inflight_sweep(
     Every Redis-admitted tools/call sits in `tb:inflight` from admission until its record is
     written. A process killed in between (kill -9, OOM, a lost machine) leaves entries behind;
     once its heartbeat (`tb:gw:<id>`) has expired they become ledger rows with outcome
-    `gateway_lost`, not billed, and their reservations are refunded. Returns how many."""
+    `gateway_lost`, not billed, and their reservations are refunded. A mark whose call is in
+    the ledger already is only removed: its record went around Redis (the in-process queue,
+    while Redis was unreachable), so the call was recorded and nothing is refunded. Returns how
+    many calls were settled as lost."""
     stream = settings.GATEWAY_USAGE_STREAM
     sweep = client.register_script(_SWEEP_LUA)
-    alive: dict[str, bool] = {}
-    swept = 0
+    old: dict[str, Any] = {}
     for call_id, raw in client.hscan_iter("tb:inflight", count=500):
         entry = json.loads(raw)
-        if float(entry["a"]) > now - grace:
-            continue
+        if float(entry["a"]) <= now - grace:
+            old[call_id.decode()] = entry
+    if not old:
+        return 0
+    recorded = UsageEvent.objects.filter(call_id__in=list(old)).values_list("call_id", flat=True)
+    for call_id in recorded:
+        client.hdel("tb:inflight", str(call_id))
+        del old[str(call_id)]
+    alive: dict[str, bool] = {}
+    swept = 0
+    for call_id, entry in old.items():
         gateway_id = str(entry["g"])
         if gateway_id not in alive:
             alive[gateway_id] = bool(client.exists(f"tb:gw:{gateway_id}"))
         if alive[gateway_id]:
             if float(entry["a"]) < now - INFLIGHT_FORGET_SECONDS:
-                # A live process whose record went to its in-process queue (Redis was down
-                # when the call ended): the ledger has it; only forget the entry.
-                client.hdel("tb:inflight", call_id)
+                client.hdel("tb:inflight", call_id)  # no call runs this long: only forget it
             continue
         record = {
-            "call_id": call_id.decode(),
+            "call_id": call_id,
             "key_id": int(entry["k"]),
             "license_id": int(entry["l"]),
             "listing_id": int(entry["s"]),

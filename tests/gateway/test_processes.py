@@ -171,3 +171,46 @@ def test_redis_failure_policy(fault_gateway, fault_redis, hosted, fault):
         return
     time.sleep(1.1)
     assert call(gw, name, paid, rid=9).status_code == 200  # recovered
+
+
+def test_a_record_written_around_frozen_redis_is_not_swept_as_lost(fault_redis, gateway, hosted):
+    """Redis freezes while a paid call runs: the call's record reaches the ledger through the
+    in-process queue, and its in-flight mark stays behind in Redis. The sweeper finds the call
+    in the ledger, so it only removes the mark: no refund, no `gateway_lost` row."""
+    import redis
+
+    from gateway.usage import inflight_sweep
+
+    proc = start_gateway(
+        FAULT_GW,
+        REDIS_URL=f"redis://127.0.0.1:{FAULT_REDIS}/0",
+        GATEWAY_UPSTREAM_READ_TIMEOUT="5",
+    )
+    client = redis.Redis(port=FAULT_REDIS)
+    name = hosted()
+    key = _seed(FAULT_REDIS, name, unit_amount=5, daily_spend_cap=100)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(call, f"http://127.0.0.1:{FAULT_GW}", name, key, "slow")
+            deadline = time.monotonic() + 5
+            while client.hlen("tb:inflight") == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            [spend_key] = client.keys("tb:sd:*")
+            assert int(client.get(spend_key)) == 5  # reserved at admission
+            os.kill(fault_redis.pid, signal.SIGSTOP)
+            response = answer.result(10)
+        assert response.status_code == 200
+        call_id = response.json()["result"]["_meta"][RECEIPT_KEY]["call_id"]
+        deadline = time.monotonic() + 5
+        while not UsageEvent.objects.filter(call_id=call_id).exists():
+            assert time.monotonic() < deadline, "the record never reached the ledger"
+            time.sleep(0.1)
+    finally:
+        os.kill(fault_redis.pid, signal.SIGCONT)
+        stop(proc)
+    assert client.hexists("tb:inflight", call_id)  # the record never passed through Redis
+    assert inflight_sweep(client=client, now=time.time() + 120) == 0
+    assert client.hlen("tb:inflight") == 0
+    assert int(client.get(spend_key)) == 5  # nothing refunded
+    [event] = UsageEvent.objects.all()
+    assert (str(event.call_id), event.outcome, event.billable) == (call_id, "success", True)
