@@ -21,7 +21,7 @@ Wire facts these tests rely on (seen with server-everything 2026.8.31 and our mc
   "ttl", "pollInterval": 1000, ...}}`; it completes after ~4 s. `tasks/result` blocks until
   the task is terminal, then returns the CallToolResult, and returns it again on every later
   call; `tasks/get` answers the task (status working -> completed). Task ids are per upstream
-  session. Its tasks cannot end in an isError result, so that case is not covered here.
+  session. Its tasks cannot end in an isError result; the scripted upstream's tasks can.
 - server-everything logs one "Received MCP ..." stdout line per request, which is how a
   request refused by the gateway is shown not to have reached it.
 """
@@ -497,6 +497,46 @@ def test_task_is_billed_on_tasks_result_once(gateway, hosted, seed_key, redis_cl
         ("task_created", False),
     ]
     assert spent_today(redis_client, key_id) == 2 * PRICE  # the task's result, the barrier
+
+
+def test_task_ending_in_a_tool_error_is_recorded_unbilled_once(
+    gateway, hosted, seed_key, redis_client
+):
+    """The scripted upstream runs `tool_error` as a task: its tasks/result is an isError
+    result, which settles the task unbilled (server-everything's tasks cannot fail)."""
+    from tests.gateway.conftest import SCRIPTED_PORT
+
+    name = hosted(port=SCRIPTED_PORT)
+    key, key_id = new_key(seed_key, name)
+    s = Session.open(gateway, name, key)
+    params = {"name": "tool_error", "arguments": {}, "task": {"ttl": 60000}}
+    task_id = s.call("tools/call", params, 60)["result"]["task"]["taskId"]
+    rows = rows_until(name, lambda rows: len(rows) >= 1)
+    assert [(r.billable, r.outcome, r.tool) for r in rows] == [
+        (False, "task_created", "tool_error")
+    ]
+
+    answer = s.call("tasks/result", {"taskId": task_id}, 61)
+    assert answer["result"]["isError"] is True
+    row = settled(name, rows[0])
+    assert (row.billable, row.outcome, row.unit_amount, row.tool) == (
+        False,
+        "tool_error",
+        0,
+        "tool_error",
+    )
+    found = receipt(answer)
+    assert found is not None, answer
+    assert (found["call_id"], found["amount"]) == (str(row.call_id), 0)
+
+    again = s.call("tasks/result", {"taskId": task_id}, 62)
+    assert again["result"]["isError"] is True
+    rows = barrier(s, 63, "ok", {})
+    assert sorted((r.outcome, r.billable) for r in rows) == [
+        ("task_created", False),
+        ("tool_error", False),
+    ]
+    assert spent_today(redis_client, key_id) == PRICE  # the barrier only
 
 
 def test_task_id_is_refused_for_another_key(gateway, hosted, seed_key, everything):

@@ -11,6 +11,9 @@ The tool name picks the behaviour of a tools/call:
   headers       JSON result whose structuredContent is the request headers it received
   redirect      307 to another URL (the gateway must not follow it)
 initialize returns Mcp-Session-Id; tools/list lists ok, tool_error, secret_tool, headers.
+A tools/call with `params.task` (2025-11-25 tasks) answers a CreateTaskResult instead; the
+task's tasks/result is what the tool answers (`tool_error`: an isError result, else "fine").
+tasks/list lists t-a, t-b and t-c to everyone, as an upstream without sessions would.
 """
 
 import argparse
@@ -21,6 +24,7 @@ import uuid
 from aiohttp import web
 
 SESSIONS: set[str] = set()
+TASKS: dict[str, str] = {}  # task id -> the tool it runs
 
 
 def result(rid, content, *, is_error=False, structured=None):
@@ -73,9 +77,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if method == "tasks/list":  # an upstream without sessions: everyone's tasks
         tasks = [{"taskId": t, "status": "working"} for t in ("t-a", "t-b", "t-c")]
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {"tasks": tasks}})
+    if method == "tasks/result":
+        ran = TASKS.get(msg["params"]["taskId"])
+        if ran is None:
+            error = {"code": -32602, "message": "Unknown task"}
+            return web.json_response({"jsonrpc": "2.0", "id": rid, "error": error})
+        return web.json_response(result(rid, "task done", is_error=ran == "tool_error"))
     if method != "tools/call":
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {}})
     tool = msg["params"]["name"]
+    if "task" in msg["params"]:
+        task_id = "tk-" + uuid.uuid4().hex
+        TASKS[task_id] = tool
+        task = {"taskId": task_id, "status": "completed", "ttl": 60000, "pollInterval": 100}
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {"task": task}})
     if tool in ("ok", "secret_tool"):
         return web.json_response(result(rid, "fine"))
     if tool == "tool_error":
