@@ -9,7 +9,7 @@ wall-clock throughput does not). Also checked: one upstream request per call (th
 upstream counts them), Redis commands per gateway call (a private redis-server), PostgreSQL
 transactions during the gateway runs (warm keys: only the 5 s cache refills).
 
-    .venv/bin/python benchmarks/gateway_bench.py [--seconds 5] [--skip-python]
+    .venv/bin/python benchmarks/gateway_bench.py [--seconds 5] [--skip-python] [--upstream-core 1]
 
 Needs taskset, redis-server, PostgreSQL on 127.0.0.1:5432, wrk and nginx (installs wrk and
 nginx-light with apt-get when missing). Ports 18580-18589. Results also go to
@@ -242,14 +242,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--skip-python", action="store_true")
+    parser.add_argument(
+        "--upstream-core",
+        default=SERVER_CORE,
+        help="a diagnosis, not the benchmark: run the upstreams on another core (with wrk) to "
+        "see how much sharing a core with them costs the gateway and nginx per call",
+    )
     args = parser.parse_args()
     nginx = ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="tb-gw-bench-"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(name: str, cmd: list[str], port: int) -> None:
+        core = args.upstream_core if name.startswith("upstream:") else SERVER_CORE
         procs[name] = subprocess.Popen(
-            pinned(SERVER_CORE, cmd),
+            pinned(core, cmd),
             cwd=ROOT,
             env=ENV,
             stdout=subprocess.DEVNULL,
