@@ -9,7 +9,8 @@ chunk by chunk (SSE). Everything else stays here, small enough to read in one si
 
 - one pool per process, at most `pool_size` requests in flight, idle connections kept per
   (scheme, host, port) for `keepalive` seconds (4 s: below the 5 s after which uvicorn and
-  Node close idle connections) and dropped as soon as the peer closes them; a GET or DELETE
+  Node close idle connections), or 1 s less than a `Keep-Alive: timeout=N` the upstream
+  announces (undici's rule), and dropped as soon as the peer closes them; a GET or DELETE
   whose reused connection the upstream closed before answering a byte (the two idle timeouts
   crossing) is sent once more on a new connection, a POST is not (it may have run: Go's
   client draws the same line), so every retry is idempotent;
@@ -44,6 +45,9 @@ _REPLAYABLE = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 # A connection idle longer than this gets one loop turn before reuse, for a pending close.
 _STALE_CHECK_AFTER = 0.5
 _MAX_HEAD = 64 * 1024  # status line + headers; httptools itself has no limit
+# Retire a connection this long before the idle timeout the upstream announces, so our reuse
+# and its close do not cross on the wire.
+_KEEPALIVE_MARGIN = 1.0
 _Key = tuple[str, str, int]
 
 
@@ -293,10 +297,22 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.head_done = False
         if reusable:
-            self.pool.park(self)
+            self.pool.park(self, resp.headers.get("keep-alive"))
         else:
             self.abort()
         self.pool.finished()
+
+
+def _keepalive_timeout(value: str) -> float | None:
+    """The `timeout=N` of a Keep-Alive header (RFC 2068 19.7.1.1), None when absent or bad."""
+    for param in value.split(","):
+        name, _, number = param.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                return float(number.strip())
+            except ValueError:
+                return None
+    return None
 
 
 class UpstreamPool:
@@ -458,11 +474,19 @@ class UpstreamPool:
         self._dns[(host, port)] = (now + self.dns_ttl, addresses)
         return addresses
 
-    def park(self, conn: _Connection) -> None:
+    def park(self, conn: _Connection, hint: str | None) -> None:
+        """Keep `conn` for the next request; `hint` is the response's Keep-Alive header."""
+        keep = self.keepalive
+        announced = _keepalive_timeout(hint) if hint else None
+        if announced is not None:
+            keep = min(keep, announced - _KEEPALIVE_MARGIN)
+            if keep <= 0:
+                conn.abort()
+                return
         conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(conn.key, [])
         idle.append(conn)
-        conn.idle_handle = asyncio.get_running_loop().call_later(self.keepalive, conn.abort)
+        conn.idle_handle = asyncio.get_running_loop().call_later(keep, conn.abort)
 
     def forget(self, conn: _Connection) -> None:
         idle = self._idle.get(conn.key)

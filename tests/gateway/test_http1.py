@@ -356,6 +356,33 @@ def test_keepalive_expiry_drops_idle_connections(settings):
     run(settings, keep_serving(OK, OK), scenario, keepalive=0.1)
 
 
+@pytest.mark.parametrize(
+    ("keep_alive", "connections"),
+    [
+        ("timeout=1.4", 2),  # kept 0.4 s: gone before the second request
+        ("timeout=1", 2),  # 1 s margin leaves nothing: not kept at all
+        ("timeout=5, max=100", 1),  # our own 4 s is shorter
+        ("max=100", 1),
+        ("timeout=soon", 1),
+    ],
+)
+def test_keepalive_timeout_the_upstream_announces_is_respected(settings, keep_alive, connections):
+    hinted = (
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: "
+        + keep_alive.encode()
+        + b"\r\nContent-Length: 2\r\n\r\n{}"
+    )
+
+    async def scenario(pool: UpstreamPool, up: Upstream) -> None:
+        await get(pool, up.url())
+        await asyncio.sleep(0.6)
+        await get(pool, up.url())
+        assert up.accepted == connections
+        assert len(up.requests) == 2
+
+    run(settings, keep_serving(hinted, hinted), scenario)
+
+
 # --- timeouts --------------------------------------------------------------------------------
 
 
