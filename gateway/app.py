@@ -18,6 +18,8 @@ machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -829,6 +831,27 @@ def _put_receipt(
     }
 
 
+def metrics_refusal(scope: Scope) -> tuple[int, bytes] | None:
+    """(status, body) when this caller may not read /metrics, which shows every listing's call
+    volume: with GATEWAY_METRICS_TOKEN set it takes that Bearer token, else loopback peers."""
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token:
+        expected = b"bearer " + token.encode()
+        for name, value in scope["headers"]:
+            if name == b"authorization" and hmac.compare_digest(
+                value[:7].lower() + value[7:], expected
+            ):
+                return None
+        return 401, b"/metrics takes the metrics Bearer token.\n"
+    client = scope.get("client")
+    try:
+        if client and ipaddress.ip_address(client[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return 403, b"/metrics answers loopback clients only; set GATEWAY_METRICS_TOKEN.\n"
+
+
 class GatewayApp:
     """ASGI: `/mcp/...` and `/metrics` here, everything else to Django."""
 
@@ -849,9 +872,9 @@ class GatewayApp:
             if path.startswith("/mcp/") and len(path) > 5:
                 return await self.gateway.handle(scope, receive, send)
             if path == "/metrics":
-                body = metering.metrics_payload()
+                status, body = metrics_refusal(scope) or (200, metering.metrics_payload())
                 ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-                await send({"type": "http.response.start", "status": 200, "headers": [ctype]})
+                await send({"type": "http.response.start", "status": status, "headers": [ctype]})
                 return await send({"type": "http.response.body", "body": body})
         elif kind == "lifespan":
             return await self._lifespan(receive, send)

@@ -27,4 +27,12 @@ def gateway_deploy_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
                 id="gateway.E001",
             )
         )
+    if not settings.GATEWAY_METRICS_TOKEN:
+        messages.append(
+            Warning(
+                "GATEWAY_METRICS_TOKEN is unset: /metrics answers loopback clients only.",
+                hint="Set it and give it to the Prometheus scrape job as a Bearer token.",
+                id="gateway.W002",
+            )
+        )
     return messages

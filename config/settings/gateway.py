@@ -35,3 +35,6 @@ GATEWAY_REQUIRE_KEY = env_bool("GATEWAY_REQUIRE_KEY", default=True)
 GATEWAY_USAGE_STREAM = env_str("GATEWAY_USAGE_STREAM", "tb:usage")
 # Usage a consumer read but never acknowledged (worker killed) is re-claimed after this.
 GATEWAY_USAGE_CLAIM_IDLE_MS = env_int("GATEWAY_USAGE_CLAIM_IDLE_MS", 60_000)
+# `/metrics` shows every listing's call volume: with a token, scrapers send it as a Bearer
+# token; without one, only loopback clients are served (check --deploy warns).
+GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")

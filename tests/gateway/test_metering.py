@@ -6,9 +6,10 @@ import time
 import httpx
 import pytest
 
+from gateway.app import metrics_refusal
 from gateway.models import UsageEvent
 from gateway.proxy import PRICE_KEY, RECEIPT_KEY
-from tests.gateway.conftest import SCRIPTED_PORT, drain, post, rpc
+from tests.gateway.conftest import PORT_BASE, SCRIPTED_PORT, drain, post, rpc, start_gateway, stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,6 +175,38 @@ def test_metrics_count_calls_and_rejections(gateway, hosted, seed_key):
     latency = "toolbooth_gateway_call_seconds_count"
     assert sample(after, latency, listing=name, tool="ok") == 1
     assert key not in after
+
+
+def test_metrics_take_the_token_when_one_is_set(gateway):
+    port = PORT_BASE + 43
+    proc = start_gateway(port, GATEWAY_METRICS_TOKEN="scrape-token-for-tests")
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert httpx.get(url).status_code == 401  # loopback is not enough once a token is set
+        wrong = httpx.get(url, headers={"Authorization": "Bearer scrape-token-for-test"})
+        assert wrong.status_code == 401
+        assert "scrape-token" not in wrong.text
+        right = httpx.get(url, headers={"Authorization": "bearer scrape-token-for-tests"})
+        assert right.status_code == 200
+        assert "toolbooth_gateway_calls_total" in right.text
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("client", "status"),
+    [
+        (("127.0.0.1", 50000), None),
+        (("::1", 50000), None),
+        (("192.0.2.2", 50000), 403),
+        (("10.0.0.7", 50000), 403),
+        (None, 403),  # a Unix socket: a proxy in front may be forwarding anyone
+    ],
+)
+def test_metrics_without_a_token_answer_loopback_peers_only(settings, client, status):
+    settings.GATEWAY_METRICS_TOKEN = ""
+    refusal = metrics_refusal({"type": "http", "headers": [], "client": client})
+    assert (refusal[0] if refusal else None) == status
 
 
 def test_redirects_are_passed_back_not_followed(gateway, hosted, seed_key):

@@ -107,17 +107,19 @@ def test_hosted_upstream_set_checks_owner_and_url(django_user_model, settings):
     assert secret_decrypt(again.secret_encrypted) == "s3"
 
 
-def test_check_deploy_flags_allowlist_and_keyless_mode(settings):
+def test_check_deploy_flags_allowlist_keyless_mode_and_open_metrics(settings):
     settings.GATEWAY_UPSTREAM_ALLOWLIST = ["127.0.0.1:18080"]
     settings.GATEWAY_REQUIRE_KEY = False
+    settings.GATEWAY_METRICS_TOKEN = ""
     from gateway.checks import gateway_deploy_check
 
     ids = {m.id for m in gateway_deploy_check()}
-    assert ids == {"gateway.W001", "gateway.E001"}
+    assert ids == {"gateway.W001", "gateway.E001", "gateway.W002"}
     with pytest.raises(SystemCheckError, match=r"gateway\.E001"):
         call_command("check", "--deploy", "--fail-level", "ERROR", "--tag", "security")
     settings.GATEWAY_UPSTREAM_ALLOWLIST = []
     settings.GATEWAY_REQUIRE_KEY = True
+    settings.GATEWAY_METRICS_TOKEN = "scrape-token"
     assert gateway_deploy_check() == []
 
 
