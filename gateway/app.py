@@ -173,6 +173,9 @@ class _SingleFlight:
         return await asyncio.shield(fut)
 
 
+_IDS = (str, int, float)  # JSON-RPC request ids (bool is an int to Python, not to JSON)
+
+
 class Gateway:
     """Per-process state: the pooled client, the limiter, the caches and the local queue."""
 
@@ -370,7 +373,16 @@ class Gateway:
             message = parsed
             rpc_id = message.get("id")
             raw_method = message.get("method")
-            rpc_method = raw_method if isinstance(raw_method, str) else ""
+            if raw_method is not None:
+                # A request's id is a string or a number, never null (MCP, JSON-RPC): an upstream
+                # that took `"id": null` as a notification's would run the tool unmetered.
+                if type(raw_method) is not str or ("id" in message and type(rpc_id) not in _IDS):
+                    body_err = _error_body(None, -32600, "Invalid request: a bad method or id.")
+                    return await _respond(send, 400, body_err)
+                rpc_method = raw_method
+                if rpc_id is None and rpc_method == "tools/call":
+                    body_err = _error_body(None, -32600, "tools/call is a request: it needs an id.")
+                    return await _respond(send, 400, body_err)
             if rpc_method and rpc_id is not None:
                 kind = KIND_REQUEST
                 if rpc_method == "tools/call":

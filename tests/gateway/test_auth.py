@@ -77,6 +77,16 @@ def test_body_shape_errors(gateway, hosted, seed_key):
     assert (scalar.status_code, scalar.json()["error"]["code"]) == (400, -32600)
     big = post(gateway, name, b" " * (4 * 1024 * 1024 + 1), key)
     assert big.status_code == 413
+    # A tools/call that is not a request could run the tool without being metered.
+    for bad_id in (None, True, {"a": 1}, [1]):
+        r = post(gateway, name, {**CALL, "id": bad_id}, key)
+        assert (r.status_code, r.json()["error"]["code"], r.json()["id"]) == (400, -32600, None)
+    unnumbered = post(gateway, name, {k: v for k, v in CALL.items() if k != "id"}, key)
+    assert (unnumbered.status_code, unnumbered.json()["error"]["code"]) == (400, -32600)
+    odd_method = post(gateway, name, {**CALL, "method": 7}, key)
+    assert (odd_method.status_code, odd_method.json()["error"]["code"]) == (400, -32600)
+    for good_id in ("abc", 0, 2.5):
+        assert post(gateway, name, {**CALL, "id": good_id}, key).status_code == 200
 
 
 def test_unknown_listing_and_method(gateway, hosted, seed_key):
