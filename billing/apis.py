@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import selectors
-from billing.models import ApiKey, License, Plan, PlanKind
+from billing.models import RATE_LIMIT_MAX_PER_MINUTE, ApiKey, License, Plan, PlanKind
 from billing.services import checkout, claims, creators, licenses, plans
 from marketplace.models import Listing
 
@@ -315,7 +315,7 @@ class PlanCreateApi(APIView):
         )
         hard_cap = serializers.BooleanField(required=False, default=False)
         rate_limit_per_minute = serializers.IntegerField(
-            min_value=1, max_value=100000, required=False, default=60
+            min_value=1, max_value=RATE_LIMIT_MAX_PER_MINUTE, required=False, default=60
         )
         tool_prices = serializers.DictField(required=False, default=dict)
 

@@ -97,6 +97,10 @@ class PlanKind(models.TextChoices):
     PER_CALL = "per_call", "Pay per call"
 
 
+# The highest per-minute rate limit a creator may set (the API and the plan form share it).
+RATE_LIMIT_MAX_PER_MINUTE = 100_000
+
+
 class Plan(TimeStampedModel):
     """One way to buy access to a listing. Prices live in versioned `PlanPrice` rows.
 

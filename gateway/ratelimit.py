@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from billing.entitlements import Entitlement, ToolPrice
 from gateway.resp import RespClient
@@ -201,7 +201,10 @@ if kind == 'call' then
   end
 end
 if rk then
-  redis.call('SET', rk, string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
+  -- At least 1 ms: beyond ~250M calls a minute the interval is below a timestamp's precision
+  -- and new_tat == now (no limit in effect), and PX 0 would fail the whole script.
+  redis.call('SET', rk, string.format('%.6f', new_tat), 'PX',
+    math.max(1, math.ceil((new_tat - now) * 1000)))
 end
 return {0, raw, amount, qleft, remaining, reset, rl, incr}
 """)
@@ -547,6 +550,8 @@ class RedisLimiter:
             if now >= self._down_until:
                 logger.warning("gateway.redis_unavailable", extra={"error": type(exc).__name__})
             self._down_until = now + _BREAKER_SECONDS
+        elif isinstance(exc, ResponseError):  # our script failed: a bug, not an outage
+            logger.error("gateway.redis_script_error", extra={"error": str(exc)[:200]})
         else:
             logger.warning("gateway.redis_timeout", extra={"error": type(exc).__name__})
 

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
-from billing.models import PlanKind
+from billing.models import RATE_LIMIT_MAX_PER_MINUTE, PlanKind
 
 MONEY_HELP = "In the plan's currency, e.g. 4.90 or 0.05 (whole cents)."
 
@@ -175,7 +175,10 @@ class PlanCreateForm(forms.Form):
     included_calls = forms.IntegerField(label="Included calls a month", required=False, min_value=0)
     hard_cap = forms.BooleanField(label="Stop at the included calls (no overage)", required=False)
     rate_limit_per_minute = forms.IntegerField(
-        label="Rate limit (calls a minute)", min_value=1, initial=60
+        label="Rate limit (calls a minute)",
+        min_value=1,
+        max_value=RATE_LIMIT_MAX_PER_MINUTE,
+        initial=60,
     )
     tool_prices = ToolPricesField(
         label="Tool prices", required=False, help_text=TOOL_PRICES_HELP, max_length=2000

@@ -61,6 +61,12 @@ SCENARIOS = {
         [(KIND_CALL, "a")] * 3 + [(KIND_CALL, "free")],
         [OK, OK, SPEND_CAP, OK],
     ),
+    # Beyond ~250M a minute the GCRA interval is below a timestamp's precision: no limit.
+    "huge_rate": (
+        {"rate_limit_per_minute": 2_000_000_000, "unit_amount": 3},
+        [(KIND_CALL, "a")] * 3,
+        [OK, OK, OK],
+    ),
     "excluded": (
         {"tool_prices": {"hidden": ToolPrice(1, excluded=True), "free": ToolPrice(0)}},
         [(KIND_CALL, "hidden"), (KIND_CALL, "free"), (KIND_CALL, "other")],

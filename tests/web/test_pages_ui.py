@@ -268,6 +268,25 @@ def test_creator_sets_plans_and_a_price_increase_waits_for_notice(client: Client
     assert plan.prices.count() == 2
 
 
+def test_plan_rate_limit_has_the_apis_ceiling(client: Client) -> None:
+    creator = CreatorFactory()
+    ConnectAccountFactory(creator=creator)
+    listing = ListingFactory(owner=creator.user)
+    client.force_login(creator.user)
+    plan = {"section": "plan", "kind": "per_call", "name": "Fast", "per_call_amount": "0.01"}
+    refused = client.post(
+        f"/creator/listings/{listing.name}/", {**plan, "rate_limit_per_minute": "100001"}
+    )
+    assert refused.status_code == 400
+    assert "100000" in refused.content.decode().replace(",", "").replace("\u202f", "")
+    assert not listing.plans.exists()
+    taken = client.post(
+        f"/creator/listings/{listing.name}/", {**plan, "rate_limit_per_minute": "100000"}
+    )
+    assert taken.status_code == 302
+    assert listing.plans.get().rate_limit_per_minute == 100_000
+
+
 def test_sign_up_logs_in_and_refuses_a_taken_email(client: Client) -> None:
     UserFactory(username="taken", email="taken@example.com")
     page = client.get("/accounts/signup/").content.decode()
