@@ -205,6 +205,21 @@ def seed_key(redis_client: object) -> Callable[..., str]:
     return make
 
 
+def seed_private(port: int, name: str, **overrides: object) -> str:
+    """`seed_key` for a test's own redis-server on `port`: a raw key whose entitlement sits in
+    that Redis's cache for 10 minutes."""
+    import json
+
+    import redis
+
+    raw = key_generate(live=False)
+    ent = entitlement(name, key_id=next(_key_ids), **overrides)
+    client = redis.Redis(port=port)
+    client.set(f"tb:ent:{key_hash(raw)}", json.dumps(asdict(ent)), ex=600)
+    client.close()
+    return raw
+
+
 def rpc(method: str, params: dict[str, object] | None = None, rid: object = 1) -> dict[str, object]:
     msg: dict[str, object] = {"jsonrpc": "2.0", "method": method, "id": rid}
     if params is not None:

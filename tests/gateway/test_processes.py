@@ -16,6 +16,7 @@ from tests.gateway.conftest import (
     drain,
     post,
     rpc,
+    seed_private,
     start,
     start_gateway,
     stop,
@@ -102,23 +103,6 @@ def fault_gateway(gateway, fault_redis):
     stop(proc)
 
 
-def _seed(port: int, name: str, **overrides) -> str:
-    import json
-    from dataclasses import asdict
-
-    import redis
-
-    from billing.keys import key_generate, key_hash
-    from tests.gateway.conftest import _key_ids, entitlement
-
-    raw = key_generate(live=False)
-    ent = entitlement(name, key_id=next(_key_ids), **overrides)
-    client = redis.Redis(port=port)
-    client.set(f"tb:ent:{key_hash(raw)}", json.dumps(asdict(ent)), ex=600)
-    client.close()
-    return raw
-
-
 def _timed(fn):
     started = time.monotonic()
     result = fn()
@@ -129,8 +113,8 @@ def _timed(fn):
 def test_redis_failure_policy(fault_gateway, fault_redis, hosted, fault):
     gw = fault_gateway
     name = hosted()
-    paid = _seed(FAULT_REDIS, name, unit_amount=5)
-    free = _seed(FAULT_REDIS, name, unit_amount=0, plan_kind="free", rate_limit_per_minute=3)
+    paid = seed_private(FAULT_REDIS, name, unit_amount=5)
+    free = seed_private(FAULT_REDIS, name, unit_amount=0, plan_kind="free", rate_limit_per_minute=3)
     assert call(gw, name, paid).status_code == 200
     assert call(gw, name, free).status_code == 200  # warms the in-process copy
 
@@ -163,7 +147,7 @@ def test_redis_failure_policy(fault_gateway, fault_redis, hosted, fault):
         fault_redis_restart = subprocess.Popen(fault_redis.args)
         wait_port(FAULT_REDIS)
         try:
-            paid2 = _seed(FAULT_REDIS, name, unit_amount=5)
+            paid2 = seed_private(FAULT_REDIS, name, unit_amount=5)
             time.sleep(1.1)  # the breaker retries Redis after 1 s
             assert call(gw, name, paid2).status_code == 200
         finally:
@@ -188,7 +172,7 @@ def test_a_record_written_around_frozen_redis_is_not_swept_as_lost(fault_redis, 
     )
     client = redis.Redis(port=FAULT_REDIS)
     name = hosted()
-    key = _seed(FAULT_REDIS, name, unit_amount=5, daily_spend_cap=100)
+    key = seed_private(FAULT_REDIS, name, unit_amount=5, daily_spend_cap=100)
     try:
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(call, f"http://127.0.0.1:{FAULT_GW}", name, key, "slow")

@@ -24,8 +24,15 @@ import redis
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
 from gateway.usage import usage_drain
-from tests.gateway.conftest import PORT_BASE, rpc, start, start_gateway, stop, wait_port
-from tests.gateway.test_processes import _seed
+from tests.gateway.conftest import (
+    PORT_BASE,
+    rpc,
+    seed_private,
+    start,
+    start_gateway,
+    stop,
+    wait_port,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -45,7 +52,7 @@ def test_redis_killed_under_load_loses_and_doubles_no_billed_call(gateway, hoste
     proc = start_gateway(
         GW_PORT, REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0", GATEWAY_UPSTREAM_READ_TIMEOUT="5"
     )
-    key = _seed(REDIS_PORT, name, unit_amount=PRICE, rate_limit_per_minute=100_000)
+    key = seed_private(REDIS_PORT, name, unit_amount=PRICE, rate_limit_per_minute=100_000)
     url = f"http://127.0.0.1:{GW_PORT}/mcp/{name}"
     headers = {
         "Authorization": f"Bearer {key}",
