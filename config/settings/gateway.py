@@ -22,12 +22,14 @@ GATEWAY_IDENTITY_SECRET = env_required(
 GATEWAY_UPSTREAM_SECRET_KEY = env_required(
     "GATEWAY_UPSTREAM_SECRET_KEY", debug=_DEBUG, local_default="insecure-local-only-upstream-key"
 )
-GATEWAY_ENTITLEMENT_CACHE_SECONDS = env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5)
+# How long a key's entitlement is cached (Redis and each process): a revoked key stops
+# working within it. At least 1: Redis refuses a 0 s expiry, and the cache is the hot path.
+GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5), 1)
 # Listing -> upstream config is cached in each process this long (a disabled upstream stops
 # receiving traffic within it).
 GATEWAY_UPSTREAM_CACHE_SECONDS = env_float("GATEWAY_UPSTREAM_CACHE_SECONDS", 5.0)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
-GATEWAY_SESSION_TTL_SECONDS = env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600)
+GATEWAY_SESSION_TTL_SECONDS = max(env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600), 60)
 GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200)
 # Off only for the MCP conformance suite, which cannot send headers: every request then runs
 # as an anonymous free caller of the listing. Never in production (check --deploy errors).
