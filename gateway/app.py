@@ -692,6 +692,11 @@ class _Call:
                 body=body if method == "POST" else b"",
                 timeout=gw.read_timeout,
             )
+        except proxy.PoolBusy:
+            metering.rejected_metric(up.listing_name, "busy").inc()
+            body_err = _error_body(self.rpc_id, -32603, "Too many requests in flight upstream.")
+            await _respond(send, 503, body_err, [(b"retry-after", b"1")])
+            return await self._finish("gateway_error")
         except TimeoutError:
             await _respond(send, 504, _error_body(self.rpc_id, -32603, "Upstream timed out."))
             return await self._finish("timeout")

@@ -7,7 +7,10 @@ cost, about a third of the gateway's Python time per call. A proxy needs far les
 request written in one `write`, the status and headers, and the body either whole (JSON) or
 chunk by chunk (SSE). Everything else stays here, small enough to read in one sitting:
 
-- one pool per process, at most `pool_size` requests in flight, idle connections kept per
+- one pool per process, at most `pool_size` requests in flight per upstream (one slow
+  upstream cannot take every other listing's slots), a request that finds its upstream's
+  slots all taken waits at most the connect timeout and then raises PoolBusy (no request
+  waits unbounded behind long-lived streams), idle connections kept per
   (scheme, host, port) for `keepalive` seconds (4 s: below the 5 s after which uvicorn and
   Node close idle connections), or 1 s less than a `Keep-Alive: timeout=N` the upstream
   announces (undici's rule), and dropped as soon as the peer closes them; a GET or DELETE
@@ -53,6 +56,10 @@ _Key = tuple[str, str, int]
 
 class UpstreamClosed(ConnectionError):
     """The upstream closed the connection, or sent something that is not HTTP/1.1."""
+
+
+class PoolBusy(Exception):
+    """Every slot for this upstream stayed taken for the connect timeout."""
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -300,7 +307,7 @@ class _Connection(asyncio.Protocol):
             self.pool.park(self, resp.headers.get("keep-alive"))
         else:
             self.abort()
-        self.pool.finished()
+        self.pool.finished(self.key)
 
 
 def _keepalive_timeout(value: str) -> float | None:
@@ -329,7 +336,8 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.dns_ttl = dns_ttl
-        self._slots = asyncio.Semaphore(pool_size)
+        self.pool_size = pool_size
+        self._slots: dict[_Key, asyncio.Semaphore] = {}
         self._idle: dict[_Key, list[_Connection]] = {}
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._targets: dict[str, tuple[_Key, str, bytes]] = {}
@@ -356,7 +364,10 @@ class UpstreamPool:
             head.append(b"Content-Length: %d\r\n" % len(body))
         head += [b"\r\n", body]
         data = b"".join(head)
-        await self._slots.acquire()  # released by Response.release() / close()
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.pool_size)
+        await self._acquire(slots)  # released by Response.release() / close()
         conn = await self._reuse_live(key)
         if conn is not None:
             replayable = method in _REPLAYABLE
@@ -366,16 +377,26 @@ class UpstreamPool:
             # The upstream closed this idle connection as we reused it (its keep-alive timeout
             # raced ours) and answered nothing: a request that is safe to repeat goes out once
             # more on a new connection. A POST does not: the upstream may have run it.
-            await self._slots.acquire()
+            await self._acquire(slots)
         try:
             conn = await self._connect(key)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
         resp = await self._send(conn, data, timeout, reused=False)
         if resp is None:  # only a reused connection answers None
             raise UpstreamClosed("upstream closed the connection")
         return resp
+
+    async def _acquire(self, slots: asyncio.Semaphore) -> None:
+        if not slots.locked():
+            await slots.acquire()  # free: no timer
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await slots.acquire()
+        except TimeoutError:
+            raise PoolBusy("too many requests in flight to this upstream") from None
 
     async def _send(
         self, conn: _Connection, data: bytes, timeout: float, *, reused: bool
@@ -493,8 +514,8 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    def finished(self) -> None:
-        self._slots.release()
+    def finished(self, key: _Key) -> None:
+        self._slots[key].release()
 
     async def close(self) -> None:
         for idle in self._idle.values():

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway import fastjson
 from gateway.deferred import rpc_id_key
-from gateway.http1 import Response, ResponseTooLarge, UpstreamPool
+from gateway.http1 import PoolBusy, Response, ResponseTooLarge, UpstreamPool
 from gateway.ssrf import UnsafeUpstreamError
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -227,6 +227,7 @@ __all__ = [
     "PRICE_KEY",
     "RECEIPT_KEY",
     "Meter",
+    "PoolBusy",
     "ReplayMeter",
     "Response",
     "ResponseTooLarge",

@@ -30,7 +30,9 @@ GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECON
 GATEWAY_UPSTREAM_CACHE_SECONDS = env_float("GATEWAY_UPSTREAM_CACHE_SECONDS", 5.0)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 GATEWAY_SESSION_TTL_SECONDS = max(env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600), 60)
-GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200)
+# Requests (streams included) in flight to one upstream per process; past it a request waits
+# at most the connect timeout, then gets 503 + Retry-After.
+GATEWAY_UPSTREAM_POOL_SIZE = max(env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200), 1)
 # Off only for the MCP conformance suite, which cannot send headers: every request then runs
 # as an anonymous free caller of the listing. Never in production (check --deploy errors).
 GATEWAY_REQUIRE_KEY = env_bool("GATEWAY_REQUIRE_KEY", default=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.http1 import ResponseTooLarge, UpstreamClosed, UpstreamPool
+from gateway.http1 import PoolBusy, ResponseTooLarge, UpstreamClosed, UpstreamPool
 from gateway.ssrf import UnsafeUpstreamError
 
 Handler = Callable[["Upstream", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -94,7 +94,8 @@ def run(
     async def main() -> Any:
         upstream = await Upstream(handler).start()
         settings.GATEWAY_UPSTREAM_ALLOWLIST = [f"127.0.0.1:{upstream.port}"]
-        pool = UpstreamPool(pool_size=pool_size, connect_timeout=2, **kw)
+        kw.setdefault("connect_timeout", 2)
+        pool = UpstreamPool(pool_size=pool_size, **kw)
         try:
             async with asyncio.timeout(DEADLINE):
                 return await scenario(pool, upstream)
@@ -714,6 +715,42 @@ def test_pool_size_bounds_requests_in_flight(settings):
         assert up.accepted == 2  # the third request reused a released connection
 
     run(settings, handler, scenario, pool_size=2)
+
+
+def test_a_full_upstream_refuses_after_the_connect_timeout_and_spares_the_others(settings):
+    release = asyncio.Event()
+
+    async def held(up: Upstream, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await up.read_request(reader)
+        await release.wait()
+        w.write(OK)
+        await w.drain()
+
+    async def scenario(pool: UpstreamPool, up: Upstream) -> None:
+        other = await Upstream(keep_serving(OK)).start()
+        settings.GATEWAY_UPSTREAM_ALLOWLIST = [f"127.0.0.1:{p}" for p in (up.port, other.port)]
+        try:
+            first = asyncio.create_task(get(pool, up.url()))
+            while not up.requests:
+                await asyncio.sleep(0.01)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(PoolBusy):
+                await get(pool, up.url())
+            assert 0.25 <= loop.time() - started < 1.0  # the connect timeout, not forever
+            assert len(up.requests) == 1  # the refused request never reached the upstream
+            assert (await get(pool, other.url()))[0] == 200  # another upstream is not held up
+            release.set()
+            assert (await first)[0] == 200
+            assert (await get(pool, up.url()))[0] == 200  # the slot came back
+        finally:
+            await other.close()
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await held(up, reader, w)
+        await keep_serving(OK)(up, reader, w)
+
+    run(settings, handler, scenario, pool_size=1, connect_timeout=0.3)
 
 
 def test_private_address_is_refused_without_connecting(settings, monkeypatch):

@@ -198,3 +198,36 @@ def test_a_record_written_around_frozen_redis_is_not_swept_as_lost(fault_redis, 
     assert int(client.get(spend_key)) == 5  # nothing refunded
     [event] = UsageEvent.objects.all()
     assert (str(event.call_id), event.outcome, event.billable) == (call_id, "success", True)
+
+
+def test_a_full_upstream_gets_503_after_the_connect_timeout_unbilled(gateway, hosted, seed_key):
+    """One slot per upstream: a slow call holds it, the next call waits the connect timeout and
+    gets 503 + Retry-After (not billed) instead of queueing behind it for ever."""
+    port = PORT_BASE + 46
+    proc = start_gateway(
+        port,
+        GATEWAY_UPSTREAM_POOL_SIZE="1",
+        GATEWAY_UPSTREAM_CONNECT_TIMEOUT="0.3",
+        GATEWAY_UPSTREAM_READ_TIMEOUT="5",
+    )
+    base = f"http://127.0.0.1:{port}"
+    name = hosted()
+    key = seed_key(name, unit_amount=2)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(call, base, name, key, "slow", 1)
+            time.sleep(0.5)  # the slow call holds the only slot
+            busy, took = _timed(lambda: call(base, name, key, "ok", 2))
+            assert (busy.status_code, busy.headers["retry-after"], busy.json()["id"]) == (
+                503,
+                "1",
+                2,
+            )
+            assert 0.25 < took < 2.0
+            assert slow.result(10).status_code == 200
+        assert call(base, name, key, "ok", 3).status_code == 200  # the slot came back
+    finally:
+        stop(proc)
+    drain()
+    outcomes = sorted(UsageEvent.objects.values_list("outcome", "billable", "unit_amount"))
+    assert outcomes == [("gateway_error", False, 0), ("success", True, 2), ("success", True, 2)]
