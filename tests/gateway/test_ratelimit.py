@@ -61,12 +61,6 @@ SCENARIOS = {
         [(KIND_CALL, "a")] * 3 + [(KIND_CALL, "free")],
         [OK, OK, SPEND_CAP, OK],
     ),
-    # Beyond ~250M a minute the GCRA interval is below a timestamp's precision: no limit.
-    "huge_rate": (
-        {"rate_limit_per_minute": 2_000_000_000, "unit_amount": 3},
-        [(KIND_CALL, "a")] * 3,
-        [OK, OK, OK],
-    ),
     "excluded": (
         {"tool_prices": {"hidden": ToolPrice(1, excluded=True), "free": ToolPrice(0)}},
         [(KIND_CALL, "hidden"), (KIND_CALL, "free"), (KIND_CALL, "other")],
@@ -100,6 +94,32 @@ def test_redis_and_local_agree(settings, redis_client, scenario):
     results = asyncio.run(run())
     assert [local for local, _ in results] == [shared for _, shared in results]
     assert [local[0] for local, _ in results] == expected
+
+
+def test_a_rate_beyond_timestamp_precision_admits(settings, redis_client):
+    """Beyond ~250M a minute the GCRA interval is below a timestamp's precision: no limit in
+    effect, and the script must not fail (it once set a 0 ms expiry, refusing every call)."""
+    ent = entitlement(NAME, rate_limit_per_minute=2_000_000_000, unit_amount=3)
+
+    async def run():
+        local, shared, client = _limiters(settings, ent)
+        await client.set("tb:ent:h", json.dumps(asdict(ent)))
+        got = []
+        for limiter in (local, shared):
+            for _ in range(3):
+                adm = await limiter.admit(
+                    key_hash="h",
+                    listing_name=NAME,
+                    kind=KIND_CALL,
+                    tool="a",
+                    session_id="",
+                    now=time.time(),
+                )
+                got.append((adm.verdict, adm.amount))
+        await client.aclose()
+        return got
+
+    assert asyncio.run(run()) == [(OK, 3)] * 6
 
 
 def test_gcra_refills_over_time(settings, redis_client):
