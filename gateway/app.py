@@ -53,6 +53,8 @@ from gateway.ratelimit import (
     Admission,
     LocalLimiter,
     RedisLimiter,
+    StoreUnavailable,
+    from_db,
     ledger_counters,
     seconds_to_period_end,
     seconds_to_utc_midnight,
@@ -246,7 +248,7 @@ class Gateway:
 
     async def _load_entitlement(self, key_hash: str) -> Entitlement | None:
         ent: Entitlement | None = await self.flights.run(
-            "ent:" + key_hash, lambda: sync_to_async(_load_entitlement_sync)(key_hash)
+            "ent:" + key_hash, lambda: from_db(sync_to_async(_load_entitlement_sync)(key_hash))
         )
         return ent
 
@@ -260,9 +262,17 @@ class Gateway:
         hit = self.upstreams.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        config: UpstreamConfig | None = await self.flights.run(
-            "up:" + name, lambda: sync_to_async(_load_upstream_sync)(name)
-        )
+        try:
+            config: UpstreamConfig | None = await self.flights.run(
+                "up:" + name, lambda: from_db(sync_to_async(_load_upstream_sync)(name))
+            )
+        except StoreUnavailable:
+            if hit is None:
+                raise
+            # Stale if error: the listing's upstream rarely changes, and a PostgreSQL outage
+            # should not stop keys that Redis still knows. Asked again in a second.
+            self.upstreams[name] = (now + 1.0, hit[1])
+            return hit[1]
         if len(self.upstreams) > 10_000:
             self.upstreams.clear()
         self.upstreams[name] = (now + self.upstream_ttl, config)
@@ -338,7 +348,10 @@ class Gateway:
         if scope.get("query_string") and _has_query_credentials(scope["query_string"]):
             body = _error_body(None, -32600, "Send the key in the Authorization header only.")
             return await _respond(send, 400, body)
-        up = await self.upstream(name, now)
+        try:
+            up = await self.upstream(name, now)
+        except StoreUnavailable:
+            return await self._store_unavailable(send, name, None)
         if up is None:
             return await _respond(send, 404, _error_body(None, -32601, "Unknown MCP server."))
         key_hash = ""
@@ -404,15 +417,18 @@ class Gateway:
 
         call_id = str(metering.new_call_id()) if kind == KIND_CALL else ""
         if self.require_key:
-            adm = await self.admit(
-                key_hash=key_hash,
-                name=name,
-                kind=kind,
-                tool=tool,
-                session_id=session_id,
-                now=now,
-                call_id=call_id,
-            )
+            try:
+                adm = await self.admit(
+                    key_hash=key_hash,
+                    name=name,
+                    kind=kind,
+                    tool=tool,
+                    session_id=session_id,
+                    now=now,
+                    call_id=call_id,
+                )
+            except StoreUnavailable:
+                return await self._store_unavailable(send, name, rpc_id)
         else:
             adm = Admission(OK, _anonymous(up))
         if adm.verdict != OK or adm.entitlement is None:
@@ -452,6 +468,12 @@ class Gateway:
             if len(self.hosts_seen) < 1000:
                 self.hosts_seen[raw] = ok
         return ok
+
+    async def _store_unavailable(self, send: proxy.Send, name: str, rpc_id: Any) -> None:
+        logger.warning("gateway.database_unavailable")
+        metering.rejected_metric(name, "unavailable").inc()
+        body = _error_body(rpc_id, -32050, "Temporarily unavailable; retry shortly.")
+        await _respond(send, 503, body, [(b"retry-after", b"1")])
 
     async def _unauthorized(self, send: proxy.Send, name: str) -> None:
         metering.rejected_metric(name, "auth").inc()

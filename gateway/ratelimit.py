@@ -46,9 +46,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from gateway.selectors import UsageCounters
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Admission verdicts (the first element of the script's reply).
 OK, MISS, INVALID, WRONG_LISTING, RATE_LIMITED, QUOTA, SPEND_CAP, EXCLUDED, SESSION = range(9)
@@ -279,6 +281,23 @@ EntitlementLoader = Callable[[str], Awaitable[Entitlement | None]]
 CountersLoader = Callable[[Entitlement, float], "Awaitable[UsageCounters]"]
 
 
+class StoreUnavailable(Exception):
+    """PostgreSQL refused or did not answer a cache miss within GATEWAY_DB_TIMEOUT."""
+
+
+async def from_db(load: Awaitable[_T]) -> _T:
+    """`await load` (a query run off the loop) bounded by GATEWAY_DB_TIMEOUT: a hung or
+    unreachable database costs a request that timeout and a 503, never an open-ended wait.
+    The query's thread may stay blocked; later loads queue behind it and time out alike."""
+    from django.db import Error as DatabaseError
+
+    try:
+        async with asyncio.timeout(settings.GATEWAY_DB_TIMEOUT):
+            return await load
+    except (TimeoutError, DatabaseError) as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+
+
 def _ledger_counters_sync(ent: Entitlement, now: float) -> UsageCounters:
     from django.db import InterfaceError, OperationalError, connection
 
@@ -300,7 +319,7 @@ def _ledger_counters_sync(ent: Entitlement, now: float) -> UsageCounters:
 
 async def ledger_counters(ent: Entitlement, now: float) -> UsageCounters:
     """The production CountersLoader: one aggregate query on the usage ledger, off the loop."""
-    counters: UsageCounters = await sync_to_async(_ledger_counters_sync)(ent, now)
+    counters: UsageCounters = await from_db(sync_to_async(_ledger_counters_sync)(ent, now))
     return counters
 
 

@@ -1,9 +1,12 @@
 """Two gateway processes share limits, quotas, sessions and billing through Redis/PostgreSQL;
 Redis killed or frozen (SIGSTOP) behaves as the written failure policy says and never hangs."""
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -231,3 +234,72 @@ def test_a_full_upstream_gets_503_after_the_connect_timeout_unbilled(gateway, ho
     drain()
     outcomes = sorted(UsageEvent.objects.values_list("outcome", "billable", "unit_amount"))
     assert outcomes == [("gateway_error", False, 0), ("success", True, 2), ("success", True, 2)]
+
+
+class _HoldingProxy:
+    """A TCP relay to PostgreSQL that can stop passing bytes (a hung database, as a frozen
+    server or a dead network path looks to the client) and pass them on again later."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.target = target
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.server = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.server.close()
+
+
+def test_a_hung_database_costs_a_bounded_wait_and_a_503(gateway, hosted, seed_key):
+    """PostgreSQL stops answering: a key Redis knows keeps working on the upstream config the
+    process had (stale if error); a key only PostgreSQL could confirm gets 503 + Retry-After
+    after GATEWAY_DB_TIMEOUT, not a hang; once PostgreSQL answers again all is as before."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    proxy = _HoldingProxy(PORT_BASE + 47, (db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    port = PORT_BASE + 48
+    url = f"postgres://{db['USER']}@127.0.0.1:{PORT_BASE + 47}/{db['NAME']}"
+    proc = start_gateway(port, DATABASE_URL=url, GATEWAY_DB_TIMEOUT="1")
+    base = f"http://127.0.0.1:{port}"
+    name = hosted()
+    cached = seed_key(name)
+    unknown = seed_key(name, ttl=1)
+    try:
+        assert call(base, name, cached).status_code == 200
+        proxy.flowing.clear()
+        time.sleep(1.1)  # the upstream config (0.5 s) and the second key's cache entry expire
+        served, took = _timed(lambda: call(base, name, cached, rid=2))
+        assert served.status_code == 200  # on the upstream config it had
+        assert took < 2.5
+        refused, took = _timed(lambda: call(base, name, unknown, rid=3))
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+        assert (refused.json()["id"], refused.json()["error"]["code"]) == (3, -32050)
+        assert took < 2.5
+        proxy.flowing.set()
+        time.sleep(0.2)  # the held queries finish
+        assert call(base, name, unknown, rid=4).status_code == 401  # not in PostgreSQL
+        assert call(base, name, cached, rid=5).status_code == 200
+    finally:
+        stop(proc)
+        proxy.close()
