@@ -18,6 +18,8 @@ machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import ipaddress
 import logging
@@ -173,6 +175,31 @@ class _SingleFlight:
             self._inflight[key] = fut
             fut.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(fut)
+
+
+def _routing_headers_agree(headers: dict[bytes, bytes], method: str, tool: str) -> bool:
+    """The 2026-07-28 routing headers, when sent, equal the body (servers must answer 400
+    otherwise). We meter from the body, so an upstream that routed by header must never be
+    handed a cheap tool in the body and a dear one in the header."""
+    sent = headers.get(b"mcp-method")
+    if sent is not None and sent.decode("latin-1") != method:
+        return False
+    if tool:
+        name = headers.get(b"mcp-name")
+        if name is not None and _header_text(name) != tool:
+            return False
+    return True
+
+
+def _header_text(raw: bytes) -> str | None:
+    """A header value, with the SDK's `=?base64?...?=` form for non-ASCII decoded."""
+    text = raw.decode("latin-1")
+    if text.startswith("=?base64?") and text.endswith("?="):
+        try:
+            return base64.b64decode(text[9:-2], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return text
 
 
 _IDS = (str, int, float)  # JSON-RPC request ids (bool is an int to Python, not to JSON)
@@ -409,6 +436,9 @@ class Gateway:
                     params = message.get("params")
                     raw_task = params.get("taskId") if isinstance(params, dict) else None
                     task_id = raw_task if isinstance(raw_task, str) else ""
+            if rpc_method and not _routing_headers_agree(headers, rpc_method, tool):
+                text = "Mcp-Method / Mcp-Name headers do not match the body."
+                return await _respond(send, 400, _error_body(rpc_id, -32020, text))
         elif method == "GET":
             kind = KIND_REQUEST
         session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")

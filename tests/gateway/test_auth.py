@@ -85,6 +85,18 @@ def test_body_shape_errors(gateway, hosted, seed_key):
     assert (unnumbered.status_code, unnumbered.json()["error"]["code"]) == (400, -32600)
     odd_method = post(gateway, name, {**CALL, "method": 7}, key)
     assert (odd_method.status_code, odd_method.json()["error"]["code"]) == (400, -32600)
+
+    # 2026-07-28 routing headers must equal the body: billing reads the body.
+    def routed(**h: str) -> int:
+        return post(gateway, name, CALL, key, h).status_code
+
+    assert routed(**{"Mcp-Method": "tools/list"}) == 400
+    mismatch = post(gateway, name, CALL, key, {"Mcp-Method": "tools/call", "Mcp-Name": "dear"})
+    assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (400, -32020)
+    assert mismatch.json()["id"] == CALL["id"]
+    assert routed(**{"Mcp-Method": "tools/call", "Mcp-Name": "ok"}) == 200
+    assert routed(**{"Mcp-Name": "=?base64?b2s=?="}) == 200  # "ok", the SDK's encoded form
+    assert routed(**{"Mcp-Name": "=?base64?ZGVhcg==?="}) == 400  # "dear"
     for good_id in ("abc", 0, 2.5):
         assert post(gateway, name, {**CALL, "id": good_id}, key).status_code == 200
 
