@@ -22,10 +22,10 @@ GATEWAY_IDENTITY_SECRET = env_required(
 GATEWAY_UPSTREAM_SECRET_KEY = env_required(
     "GATEWAY_UPSTREAM_SECRET_KEY", debug=_DEBUG, local_default="insecure-local-only-upstream-key"
 )
-# How long a key's entitlement is cached (Redis and each process): a revoked key stops
-# working within it. At least 1: Redis refuses a 0 s expiry, and the cache is the hot path.
 # A cache miss's PostgreSQL read (key, upstream, lost counters) gets this long, then 503.
 GATEWAY_DB_TIMEOUT = env_float("GATEWAY_DB_TIMEOUT", 3.0)
+# How long a key's entitlement is cached (Redis and each process): a revoked key stops
+# working within it. At least 1: Redis refuses a 0 s expiry, and the cache is the hot path.
 GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5), 1)
 # Listing -> upstream config is cached in each process this long (a disabled upstream stops
 # receiving traffic within it).
