@@ -23,7 +23,7 @@ GATEWAY_UPSTREAM_SECRET_KEY = env_required(
     "GATEWAY_UPSTREAM_SECRET_KEY", debug=_DEBUG, local_default="insecure-local-only-upstream-key"
 )
 # A cache miss's PostgreSQL read (key, upstream, lost counters) gets this long, then 503.
-GATEWAY_DB_TIMEOUT = env_float("GATEWAY_DB_TIMEOUT", 3.0)
+GATEWAY_DB_TIMEOUT = max(env_float("GATEWAY_DB_TIMEOUT", 3.0), 0.1)
 # How long a key's entitlement is cached (Redis and each process): a revoked key stops
 # working within it. At least 1: Redis refuses a 0 s expiry, and the cache is the hot path.
 GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5), 1)
