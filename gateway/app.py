@@ -136,6 +136,53 @@ async def _read_body(receive: proxy.Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive within GATEWAY_BODY_TIMEOUT."""
+
+
+class _BodyWatch:
+    """Requests whose body is still arriving, and a sweep once a second that cancels the reads
+    past `timeout`: a client that sends its headers and then withholds or trickles the body
+    would otherwise hold a connection for ever. A dict entry per read, not a timer per request
+    (a timer costs ~4 µs of the hot path; an entry ~0.2 µs)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self.sweeper: asyncio.TimerHandle | None = None
+
+    async def read(self, receive: proxy.Receive, limit: int) -> bytes | None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 (always inside a request task)
+        self.reading[task] = time.monotonic() + self.timeout
+        if self.sweeper is None:
+            self.sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        try:
+            return await _read_body(receive, limit)
+        except asyncio.CancelledError:
+            # The sweep cancels only while the read waits on receive(), so its cancellation
+            # always lands here; anything else is a real cancellation and goes on.
+            if task not in self.expired:
+                raise
+            self.expired.discard(task)
+            task.uncancel()
+            raise BodyTimeout from None
+        finally:
+            self.reading.pop(task, None)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for task, deadline in list(self.reading.items()):
+            if deadline <= now:
+                del self.reading[task]
+                self.expired.add(task)
+                task.cancel()
+        self.sweeper = (
+            asyncio.get_running_loop().call_later(1.0, self._sweep) if self.reading else None
+        )
+
+
 def _load_entitlement_sync(key_hash: str) -> Entitlement | None:
     from billing.selectors import entitlement_get_by_key_hash
 
@@ -215,6 +262,7 @@ class Gateway:
         self.allowed_hosts: list[str] = list(s.ALLOWED_HOSTS)
         self.hosts_seen: dict[bytes, bool] = {}
         self.max_body: int = s.GATEWAY_MAX_BODY_BYTES
+        self.body_watch = _BodyWatch(s.GATEWAY_BODY_TIMEOUT)
         self.read_timeout: float = s.GATEWAY_UPSTREAM_READ_TIMEOUT
         self.idle_timeout: float = s.GATEWAY_STREAM_IDLE_TIMEOUT
         self.upstream_ttl: float = s.GATEWAY_UPSTREAM_CACHE_SECONDS
@@ -397,7 +445,10 @@ class Gateway:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return await _respond(send, 413, _error_body(None, -32600, "Body too large."))
-            read = await _read_body(receive, self.max_body)
+            try:
+                read = await self.body_watch.read(receive, self.max_body)
+            except BodyTimeout:
+                return await _respond(send, 408, _error_body(None, -32600, "Body too slow."))
             if read is None:
                 return await _respond(send, 413, _error_body(None, -32600, "Body too large."))
             body = read

@@ -31,6 +31,8 @@ GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECON
 # receiving traffic within it).
 GATEWAY_UPSTREAM_CACHE_SECONDS = env_float("GATEWAY_UPSTREAM_CACHE_SECONDS", 5.0)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+# A request body must have arrived whole this long after the headers (to the second), else 408.
+GATEWAY_BODY_TIMEOUT = max(env_float("GATEWAY_BODY_TIMEOUT", 30.0), 1.0)
 GATEWAY_SESSION_TTL_SECONDS = max(env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600), 60)
 # Requests (streams included) in flight to one upstream per process; past it a request waits
 # at most the connect timeout, then gets 503 + Retry-After.

@@ -1,12 +1,14 @@
 """Keys, origins and request shape: every invalid key looks the same from outside."""
 
 import json
+import socket
+import time
 
 import httpx
 import pytest
 
 from billing.keys import key_generate
-from tests.gateway.conftest import ALLOWED_ORIGIN, PORT_BASE, post, rpc
+from tests.gateway.conftest import ALLOWED_ORIGIN, PORT_BASE, post, rpc, start_gateway, stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,3 +131,30 @@ def test_logs_carry_call_ids_and_never_keys(hosted, seed_key, tmp_path, upstream
     assert f"call_id={call_id}" in text
     assert key[8:30] not in text
     assert "creator-upstream-secret" not in text
+
+
+def test_a_body_that_never_arrives_gets_408(gateway, hosted, seed_key):
+    """Headers, then the body withheld or trickled: 408 after GATEWAY_BODY_TIMEOUT (checked
+    once a second), not a connection held for ever."""
+    port = PORT_BASE + 49
+    proc = start_gateway(port, GATEWAY_BODY_TIMEOUT="1")
+    name = hosted()
+    key = seed_key(name)
+    head = (
+        f"POST /mcp/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        "Content-Length: 200\r\n\r\n"
+    ).encode()
+    try:
+        for sent in (b"", b'{"jsonrpc": "2.0", '):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                started = time.monotonic()
+                s.sendall(head + sent)
+                answer = s.recv(4096)
+                took = time.monotonic() - started
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"-32600" in answer
+            assert 0.9 < took < 3.0
+        assert post(f"http://127.0.0.1:{port}", name, CALL, key).status_code == 200
+    finally:
+        stop(proc)
