@@ -45,6 +45,12 @@ def _limiters(settings, ent):
     return local, shared, client
 
 
+async def _admit(limiter, kind, tool, now):
+    return await limiter.admit(
+        key_hash="h", listing_name=NAME, kind=kind, tool=tool, session_id="", now=now
+    )
+
+
 SCENARIOS = {
     "rate": (
         {"rate_limit_per_minute": 3},
@@ -83,9 +89,7 @@ def test_redis_and_local_agree(settings, redis_client, scenario):
         for kind, tool in steps:
             answers = []
             for limiter in (local, shared):
-                adm = await limiter.admit(
-                    key_hash="h", listing_name=NAME, kind=kind, tool=tool, session_id="", now=now
-                )
+                adm = await _admit(limiter, kind, tool, now)
                 answers.append((adm.verdict, adm.amount, adm.quota_remaining, adm.rate_remaining))
             out.append(answers)
         await client.aclose()
@@ -107,14 +111,7 @@ def test_a_rate_beyond_timestamp_precision_admits(settings, redis_client):
         got = []
         for limiter in (local, shared):
             for _ in range(3):
-                adm = await limiter.admit(
-                    key_hash="h",
-                    listing_name=NAME,
-                    kind=KIND_CALL,
-                    tool="a",
-                    session_id="",
-                    now=time.time(),
-                )
+                adm = await _admit(limiter, KIND_CALL, "a", time.time())
                 got.append((adm.verdict, adm.amount))
         await client.aclose()
         return got
@@ -133,14 +130,7 @@ def test_gcra_refills_over_time(settings, redis_client):
         for limiter in (local, shared):
             got = []
             for t in [now] * 61 + [now + 0.5, now + 1.01]:
-                adm = await limiter.admit(
-                    key_hash="h",
-                    listing_name=NAME,
-                    kind=KIND_REQUEST,
-                    tool="",
-                    session_id="",
-                    now=t,
-                )
+                adm = await _admit(limiter, KIND_REQUEST, "", t)
                 got.append((adm.verdict, adm.retry_after))
             verdicts.append(got)
         await client.aclose()
