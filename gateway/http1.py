@@ -13,7 +13,8 @@ chunk by chunk (SSE). Everything else stays here, small enough to read in one si
   waits unbounded behind long-lived streams), idle connections kept per
   (scheme, host, port) for `keepalive` seconds (4 s: below the 5 s after which uvicorn and
   Node close idle connections), or 1 s less than a `Keep-Alive: timeout=N` the upstream
-  announces (undici's rule), and dropped as soon as the peer closes them; a GET or DELETE
+  announces (undici's rule) or than the idle time after which it was seen closing one, and
+  dropped as soon as the peer closes them; a GET or DELETE
   whose reused connection the upstream closed before answering a byte (the two idle timeouts
   crossing) is sent once more on a new connection, a POST is not (it may have run: Go's
   client draws the same line), so every retry is idempotent;
@@ -51,6 +52,8 @@ _MAX_HEAD = 64 * 1024  # status line + headers; httptools itself has no limit
 # Retire a connection this long before the idle timeout the upstream announces, so our reuse
 # and its close do not cross on the wire.
 _KEEPALIVE_MARGIN = 1.0
+# An upstream closing an idle connection sooner than this is not taken for its idle timeout.
+_LEARN_AFTER = 1.5
 _Key = tuple[str, str, int]
 
 
@@ -224,8 +227,10 @@ class _Connection(asyncio.Protocol):
                 self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        by_peer = not self.closed  # our own aborts set `closed` first
         self.closed = True
-        self.pool.forget(self)
+        if self.pool.forget(self) and by_peer and exc is None:
+            self.pool.learn_idle(self.key, time.monotonic() - self.idle_since)
         resp = self.response
         if resp is None or resp.complete:
             return
@@ -339,6 +344,7 @@ class UpstreamPool:
         self.pool_size = pool_size
         self._slots: dict[_Key, asyncio.Semaphore] = {}
         self._idle: dict[_Key, list[_Connection]] = {}
+        self._learned: dict[_Key, float] = {}  # idle timeouts seen (learn_idle)
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._targets: dict[str, tuple[_Key, str, bytes]] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -498,6 +504,9 @@ class UpstreamPool:
     def park(self, conn: _Connection, hint: str | None) -> None:
         """Keep `conn` for the next request; `hint` is the response's Keep-Alive header."""
         keep = self.keepalive
+        learned = self._learned.get(conn.key)
+        if learned is not None:
+            keep = min(keep, learned - _KEEPALIVE_MARGIN)
         announced = _keepalive_timeout(hint) if hint else None
         if announced is not None:
             keep = min(keep, announced - _KEEPALIVE_MARGIN)
@@ -509,10 +518,20 @@ class UpstreamPool:
         idle.append(conn)
         conn.idle_handle = asyncio.get_running_loop().call_later(keep, conn.abort)
 
-    def forget(self, conn: _Connection) -> None:
+    def forget(self, conn: _Connection) -> bool:
+        """Drop `conn` from the idle connections; whether it was one."""
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
+            return True
+        return False
+
+    def learn_idle(self, key: _Key, idle: float) -> None:
+        """The upstream closed a connection that sat idle `idle` seconds: from now on keep its
+        idle connections 1 s less than that. Closes sooner than _LEARN_AFTER look like restarts,
+        not idle timeouts, and teach nothing."""
+        if _LEARN_AFTER <= idle < self.keepalive:
+            self._learned[key] = min(self._learned.get(key, idle), idle)
 
     def finished(self, key: _Key) -> None:
         self._slots[key].release()

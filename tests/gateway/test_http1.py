@@ -384,6 +384,34 @@ def test_keepalive_timeout_the_upstream_announces_is_respected(settings, keep_al
     run(settings, keep_serving(hinted, hinted), scenario)
 
 
+def test_an_idle_timeout_seen_once_retires_connections_before_it(settings):
+    """An upstream that closes connections idle for 1.6 s without announcing it: once seen,
+    the pool keeps idle connections 0.6 s, so it never reuses one as the upstream closes it."""
+
+    async def closes_idle(up: Upstream, reader: asyncio.StreamReader, w: asyncio.StreamWriter):
+        while True:
+            try:
+                async with asyncio.timeout(1.6):
+                    if await up.read_request(reader) is None:
+                        return
+            except TimeoutError:
+                return  # the idle timeout: _serve closes the connection
+            w.write(OK)
+            await w.drain()
+
+    async def scenario(pool: UpstreamPool, up: Upstream) -> None:
+        await get(pool, up.url())
+        await asyncio.sleep(2.0)  # the upstream closes it at 1.6 s: learned
+        await get(pool, up.url())
+        assert up.accepted == 2
+        await asyncio.sleep(1.0)  # under 1.6 s, but over 1.6 - 1
+        await get(pool, up.url())
+        assert up.accepted == 3
+        assert len(up.requests) == 3
+
+    run(settings, closes_idle, scenario)
+
+
 # --- timeouts --------------------------------------------------------------------------------
 
 
