@@ -9,6 +9,8 @@ COPY registry_sync ./registry_sync
 COPY marketplace ./marketplace
 COPY billing ./billing
 COPY gateway ./gateway
+# INSTALLED_APPS names `fakes` for its run_fake_* commands; nothing in the product imports it.
+COPY fakes ./fakes
 COPY manage.py ./
 RUN pip install . && useradd --system --uid 10001 toolbooth && mkdir -p /app/var && chown toolbooth /app/var
 USER toolbooth

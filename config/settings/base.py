@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "gateway",
     "demo",
     "web",
+    "fakes",  # only the run_fake_* commands: product apps never import it
 ]
 
 MIDDLEWARE = [

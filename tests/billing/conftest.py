@@ -10,8 +10,8 @@ import pytest
 import stripe
 from django.test import Client
 
-from billing.fake_stripe.server import FakeStripeServer
 from config.celery import app as celery_app
+from fakes.stripe.server import FakeStripeServer
 
 WEBHOOK_SECRET = "whsec_test_billing"
 CONNECT_SECRET = "whsec_test_billing_connect"

@@ -17,7 +17,6 @@ import pytest
 from django.test import Client
 
 from billing import keys
-from billing.fake_stripe.server import FakeStripeServer
 from billing.models import (
     ApiKey,
     CheckoutOrder,
@@ -31,6 +30,7 @@ from billing.models import (
 )
 from billing.selectors import entitlement_get_by_key_hash
 from billing.services.claims import claims_verify_from_registry
+from fakes.stripe.server import FakeStripeServer
 from tests.billing.conftest import CONNECT_SECRET, WEBHOOK_SECRET, post_event
 from tests.factories import ListingFactory, ServerVersionFactory, UserFactory
 

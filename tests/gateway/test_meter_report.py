@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from billing.fake_stripe.server import FakeStripeServer
 from billing.stripe_client import get_client
+from fakes.stripe.server import FakeStripeServer
 from gateway.metering import new_call_id
 from gateway.models import UsageEvent
 from gateway.services import usage_reconcile, usage_report

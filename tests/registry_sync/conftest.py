@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes.registry import FakeRegistry
 from registry_sync.client import RegistryClient
-from registry_sync.fake import FakeRegistry
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "registry"
 SHARED_PAGES = [FIXTURES / f"page-{n}.json" for n in (1, 2, 3)]

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from registry_sync.fake import FakeRegistry
+from fakes.registry import FakeRegistry
 from registry_sync.models import ServerVersion, SyncAlert, SyncRun
 from registry_sync.services import registry_sync_run
 from tests.registry_sync.conftest import FIXTURES

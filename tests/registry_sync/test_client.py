@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fakes.registry import FakeRegistry
 from registry_sync.client import (
     CursorLoopError,
     RegistryClientError,
     RegistryError,
     TokenBucket,
 )
-from registry_sync.fake import FakeRegistry
 from tests.registry_sync.conftest import FIXTURES
 
 

@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from registry_sync.fake import FakeRegistry, generate_items
+from fakes.registry import FakeRegistry, generate_items
 from tests.registry_sync.conftest import FIXTURES
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from billing.fake_stripe.server import FakeStripeServer
+from fakes.stripe.server import FakeStripeServer
 from tests.gateway.conftest import start, stop, test_database_url
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.fake_stripe.server import FakeStripeServer
 from demo.services import demo_seed
+from fakes.stripe.server import FakeStripeServer
 
 
 def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:

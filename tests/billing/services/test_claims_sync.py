@@ -4,8 +4,8 @@ import pytest
 
 from billing.services.claims import claim_start, server_json_for_listing
 from billing.services.creators import creator_become
+from fakes.registry import FakeRegistry
 from marketplace.models import Listing
-from registry_sync.fake import FakeRegistry
 from registry_sync.services import registry_sync_run
 from tests.factories import UserFactory
 

@@ -7,8 +7,8 @@ import pytest
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fakes.registry import FakeRegistry
 from registry_sync.client import CursorLoopError, RegistryError
-from registry_sync.fake import FakeRegistry
 from registry_sync.models import (
     AlertKind,
     QuarantinedItem,

@@ -14,12 +14,12 @@ import stripe
 from django.core.exceptions import ImproperlyConfigured
 
 from billing import stripe_client
-from billing.fake_stripe.app import FakeStripeApp
-from billing.fake_stripe.forms import FormError, parse_form, parse_query
-from billing.fake_stripe.server import FakeStripeServer
-from billing.fake_stripe.state import FakeStripeState
-from billing.fake_stripe.transport import FakeStripeHTTPClient
-from billing.fake_stripe.webhooks import WebhookSender
+from fakes.stripe.app import FakeStripeApp
+from fakes.stripe.forms import FormError, parse_form, parse_query
+from fakes.stripe.server import FakeStripeServer
+from fakes.stripe.state import FakeStripeState
+from fakes.stripe.transport import FakeStripeHTTPClient
+from fakes.stripe.webhooks import WebhookSender
 
 
 def test_bracket_notation_parses_into_nested_lists_and_dicts():

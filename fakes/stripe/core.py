@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from billing.fake_stripe import objects
-from billing.fake_stripe.state import JSON, FakeStripeState, new_id, now
-from billing.fake_stripe.webhooks import WebhookSender
+from fakes.stripe import objects
+from fakes.stripe.state import JSON, FakeStripeState, new_id, now
+from fakes.stripe.webhooks import WebhookSender
 
 API_VERSION = "2026-10-28.endive"  # what stripe 16.1 pins; tests check they stay equal
 

@@ -1,8 +1,8 @@
-"""`path("_fake_stripe/", include("billing.fake_stripe.urls"))` mounts the fake in the site."""
+"""`path("_fake_stripe/", include("fakes.stripe.urls"))` mounts the fake in the site."""
 
 from django.urls import path
 
-from billing.fake_stripe.views import fake_stripe_view
+from fakes.stripe.views import fake_stripe_view
 
 app_name = "fake_stripe"
 urlpatterns = [

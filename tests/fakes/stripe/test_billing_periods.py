@@ -10,7 +10,7 @@ import httpx
 import pytest
 import stripe
 
-from billing.fake_stripe.core import ApiError
+from fakes.stripe.core import ApiError
 
 
 def _meter_event(client, customer_id, identifier, value="1", **extra):

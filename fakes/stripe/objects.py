@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.fake_stripe.state import JSON, new_id, now
+from fakes.stripe.state import JSON, new_id, now
 
 DEFAULT_CURRENCY_BY_COUNTRY = {"US": "usd", "GB": "gbp", "CA": "cad", "AU": "aud", "JP": "jpy"}
 

@@ -14,7 +14,7 @@ import pytest
 import stripe
 
 from billing import stripe_client
-from billing.fake_stripe.server import FakeStripeServer
+from fakes.stripe.server import FakeStripeServer
 
 WEBHOOK_SECRET = "whsec_test_platform"
 CONNECT_SECRET = "whsec_test_connect"

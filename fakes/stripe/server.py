@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from billing.fake_stripe.app import FakeStripeApp
-from billing.fake_stripe.core import Request, strip_private
-from billing.fake_stripe.state import JSON, FakeStripeState
-from billing.fake_stripe.webhooks import PROJECT_EVENT_TYPES, WebhookSender
+from fakes.stripe.app import FakeStripeApp
+from fakes.stripe.core import Request, strip_private
+from fakes.stripe.state import JSON, FakeStripeState
+from fakes.stripe.webhooks import PROJECT_EVENT_TYPES, WebhookSender
 
 logger = logging.getLogger(__name__)
 

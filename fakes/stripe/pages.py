@@ -10,9 +10,9 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
 
-from billing.fake_stripe.core import ApiError, FakeStripe, Request, Response, strip_private
-from billing.fake_stripe.forms import parse_form
-from billing.fake_stripe.state import JSON
+from fakes.stripe.core import ApiError, FakeStripe, Request, Response, strip_private
+from fakes.stripe.forms import parse_form
+from fakes.stripe.state import JSON
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem}"

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from registry_sync.fake import FAULT_KINDS, FakeRegistry
+from fakes.registry import FAULT_KINDS, FakeRegistry
 from registry_sync.snapshot import load_server_list
 
 

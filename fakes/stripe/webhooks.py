@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from billing.fake_stripe.state import JSON
+from fakes.stripe.state import JSON
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing.fake_stripe.server import FakeStripeServer
+from fakes.stripe.server import FakeStripeServer
 
 
 class Command(BaseCommand):

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import stripe
 from requests.structures import CaseInsensitiveDict
 
-from billing.fake_stripe.app import FakeStripeApp
-from billing.fake_stripe.core import Request
+from fakes.stripe.app import FakeStripeApp
+from fakes.stripe.core import Request
 
 
 class FakeStripeHTTPClient(stripe.HTTPClient):

@@ -6,10 +6,10 @@ import httpx
 import pytest
 
 from billing import stripe_client
-from billing.fake_stripe import views
+from fakes.stripe import views
 
 
-@pytest.mark.urls("tests.billing.fake_stripe.urls_mount")
+@pytest.mark.urls("tests.fakes.stripe.urls_mount")
 @pytest.mark.django_db
 def test_the_real_client_talks_to_the_fake_mounted_in_the_site(live_server, settings, tmp_path):
     settings.FAKE_STRIPE_WEBHOOK_URL = ""

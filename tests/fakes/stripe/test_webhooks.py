@@ -10,9 +10,9 @@ import pytest
 import stripe
 
 from billing import stripe_client
-from billing.fake_stripe.server import FakeStripeServer
-from billing.fake_stripe.webhooks import signature_header
-from tests.billing.fake_stripe.conftest import CONNECT_SECRET, WEBHOOK_SECRET
+from fakes.stripe.server import FakeStripeServer
+from fakes.stripe.webhooks import signature_header
+from tests.fakes.stripe.conftest import CONNECT_SECRET, WEBHOOK_SECRET
 
 PAYLOAD = json.dumps(
     {

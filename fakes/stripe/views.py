@@ -1,6 +1,6 @@
 """Mount the fake inside the Django site (the demo: `STRIPE_API_BASE=<site>/_fake_stripe`).
 
-    path("_fake_stripe/", include("billing.fake_stripe.urls"))   # only when the fake is wanted
+    path("_fake_stripe/", include("fakes.stripe.urls"))   # only when the fake is wanted
 
 The view is async and runs the fake in a worker thread: a sync view would share Django's one
 thread-sensitive executor with the page that is calling Stripe, and the in-process call would
@@ -17,10 +17,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from billing.fake_stripe.app import FakeStripeApp
-from billing.fake_stripe.core import Request
-from billing.fake_stripe.state import FakeStripeState
-from billing.fake_stripe.webhooks import WebhookSender
+from fakes.stripe.app import FakeStripeApp
+from fakes.stripe.core import Request
+from fakes.stripe.state import FakeStripeState
+from fakes.stripe.webhooks import WebhookSender
 
 _lock = threading.Lock()
 _apps: dict[tuple[Any, ...], FakeStripeApp] = {}

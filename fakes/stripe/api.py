@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from billing.fake_stripe import objects
-from billing.fake_stripe.core import (
+from fakes.stripe import objects
+from fakes.stripe.core import (
     ApiError,
     FakeStripe,
     Request,
@@ -22,7 +22,7 @@ from billing.fake_stripe.core import (
     missing,
     strip_private,
 )
-from billing.fake_stripe.state import JSON, new_id, now
+from fakes.stripe.state import JSON, new_id, now
 
 Handler = Callable[[Request, JSON, tuple[str, ...]], tuple[int, Any]]
 

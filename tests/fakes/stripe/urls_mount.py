@@ -2,4 +2,4 @@
 
 from django.urls import include, path
 
-urlpatterns = [path("_fake_stripe/", include("billing.fake_stripe.urls"))]
+urlpatterns = [path("_fake_stripe/", include("fakes.stripe.urls"))]

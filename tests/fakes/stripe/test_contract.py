@@ -13,7 +13,7 @@ import pytest
 import stripe
 
 from billing import stripe_client
-from billing.fake_stripe.core import API_VERSION as FAKE_API_VERSION
+from fakes.stripe.core import API_VERSION as FAKE_API_VERSION
 
 FIELDS: dict[str, list[str]] = json.loads(
     (Path(__file__).parents[2] / "fixtures" / "stripe" / "object_fields.json").read_text()

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from billing.fake_stripe.api import StripeApi
-from billing.fake_stripe.core import API_VERSION, ApiError, FakeStripe, Request, Response
-from billing.fake_stripe.forms import FormError, parse_form, parse_query
-from billing.fake_stripe.pages import Pages
-from billing.fake_stripe.state import FakeStripeState, now
-from billing.fake_stripe.webhooks import WebhookSender
+from fakes.stripe.api import StripeApi
+from fakes.stripe.core import API_VERSION, ApiError, FakeStripe, Request, Response
+from fakes.stripe.forms import FormError, parse_form, parse_query
+from fakes.stripe.pages import Pages
+from fakes.stripe.state import FakeStripeState, now
+from fakes.stripe.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
