@@ -2,7 +2,9 @@
 
 The ledger lives here rather than in billing because only the gateway's usage queue writes it
 and billing sits below the gateway in the import order. It is append-only: a row is written
-once per call id (unique) and only `meter_reported_at` changes afterwards.
+once per call id (unique) and never changes afterwards. Billable calls reach Stripe in
+`MeterReport`s, one per customer, meter and minute (plus a correction for calls that arrive
+after their minute was sealed), so the report's cost grows with customers x time, not calls.
 """
 
 from django.db import models
@@ -45,6 +47,69 @@ class UsageOutcome(models.TextChoices):
     GATEWAY_LOST = "gateway_lost", "Gateway process died mid-call"
 
 
+class MeterReportStatus(models.TextChoices):
+    OPEN = "open", "Open (collecting the minute's calls)"
+    PENDING = "pending", "Sealed, waiting to be sent"
+    SENT = "sent", "Accepted by Stripe"
+    PARKED = "parked", "Parked (Stripe refuses it for good)"
+
+
+class MeterReport(models.Model):
+    """The billable calls of one customer on one meter in one minute: one Stripe meter event.
+
+    The drain attaches each new billable call to the window's open report in the transaction
+    that writes the call; the reporter seals windows a grace period after they end, sums them,
+    and sends one event whose `identifier` is stored before it is sent (a resend after a crash
+    is deduplicated by Stripe). A call that reaches the ledger after its window was sealed opens
+    a new report for the same window: a correction event with its own identifier.
+    """
+
+    stripe_customer_id = models.CharField(max_length=255)
+    meter_event_name = models.CharField(max_length=100)
+    window_start = models.DateTimeField()
+    identifier = models.CharField(max_length=100, unique=True)
+    status = models.CharField(
+        max_length=8, choices=MeterReportStatus.choices, default=MeterReportStatus.OPEN
+    )
+    value = models.BigIntegerField(default=0)  # minor units; summed when sealed
+    calls = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sealed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    parked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_customer_id", "meter_event_name", "window_start"],
+                condition=models.Q(status="open"),
+                name="meter_report_one_open",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "window_start"],
+                name="meter_report_due",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(
+                fields=["window_start"],
+                name="meter_report_open",
+                condition=models.Q(status="open"),
+            ),
+            models.Index(
+                fields=["meter_event_name", "stripe_customer_id", "window_start"],
+                name="meter_report_pair",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identifier} ({self.status})"
+
+
 class UsageEvent(models.Model):
     """One finished tools/call. Ids are plain integers: history outlives keys and plans."""
 
@@ -62,18 +127,15 @@ class UsageEvent(models.Model):
     occurred_at = models.DateTimeField()
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     meter_event_name = models.CharField(max_length=100, blank=True, default="")
+    # Calls reported one event each before MeterReport existed (migration 0004); kept for them.
     meter_reported_at = models.DateTimeField(null=True, blank=True)
+    meter_report = models.ForeignKey(
+        MeterReport, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["occurred_at"],
-                name="usage_unreported",
-                condition=models.Q(
-                    billable=True, unit_amount__gt=0, meter_reported_at__isnull=True
-                ),
-            ),
             models.Index(fields=["license_id", "occurred_at"], name="usage_license_time"),
         ]
         constraints = [

@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Sum
 
 from common.exceptions import ApplicationError
 from common.services import model_update
 from gateway.crypto import secret_encrypt
-from gateway.models import HostedUpstream, MeterReconciliation, UsageEvent, UsageOutcome
+from gateway.models import (
+    HostedUpstream,
+    MeterReconciliation,
+    MeterReport,
+    MeterReportStatus,
+    UsageEvent,
+    UsageOutcome,
+)
 from gateway.ssrf import UnsafeUpstreamError, check_upstream_url
 
 logger = logging.getLogger(__name__)
 
-# Stripe accepts meter events up to 35 days old; report well inside that.
-REPORT_BATCH = 500
+# Stripe refuses meter events older than 35 days; park those instead of sending them (an hour
+# early, so an event is never refused for having aged while it waited in a chunk).
+METER_EVENT_MAX_AGE = timedelta(days=35) - timedelta(hours=1)
+# A minute is sealed this long after it ends: the drain runs every 5 s, so calls of the minute
+# are in the ledger by then; a later one goes out as a correction event.
+REPORT_SEAL_GRACE = 10.0
+SEAL_BATCH = 2000
+# Events sent per chunk, concurrently (Stripe takes ~1,000 meter events a second; one chunk of
+# 8 in flight stays far below), and the lease is renewed between chunks.
+REPORT_CHUNK = 200
+REPORT_CONCURRENCY = 8
+# One run stops after this long; beat starts the next one 10 s later.
+REPORT_TIME_BUDGET = 50.0
 
 
 def hosted_upstream_set(
@@ -103,12 +124,67 @@ def usage_events_write(*, records: Iterable[dict[str, Any]]) -> int:
     if not rows:
         return 0
     ids = [row.call_id for row in rows]
-    with transaction.atomic():  # ledger rows, last_used and upstream health move together
+    with transaction.atomic():  # ledger rows, reports, last_used and health move together
         before = UsageEvent.objects.filter(call_id__in=ids).count()
+        _meter_reports_attach(rows)
         UsageEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         _keys_mark_used(last_used)
         _upstream_health_update(rows)
     return len(set(ids)) - before
+
+
+def _window_start(occurred: datetime) -> datetime:
+    return occurred.replace(second=0, microsecond=0)
+
+
+def _meter_reports_attach(rows: list[UsageEvent]) -> None:
+    """Point each collectible call at the open report of its (customer, meter, minute).
+
+    One upsert per batch takes (or creates) the open reports and locks them until the ledger
+    rows are committed, so the reporter's seal waits for this batch and sums it whole; a minute
+    sealed already gets a new open report (the partial unique index allows one open report per
+    window), which goes out as a correction. Locks are taken in one sorted order.
+    Call inside the transaction that writes `rows`.
+    """
+    collectible = [
+        r
+        for r in rows
+        if r.billable and r.unit_amount > 0 and r.stripe_customer_id and r.meter_event_name
+    ]
+    if not collectible:
+        return
+    windows = sorted(
+        {
+            (r.stripe_customer_id, r.meter_event_name, _window_start(r.occurred_at))
+            for r in collectible
+        }
+    )
+    table = MeterReport._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(datetime.now(tz=UTC))
+    values, params = [], []
+    for customer, meter, window in windows:
+        values.append("(%s, %s, %s, %s, %s, 0, 0, 0, '', %s)")
+        identifier = f"tbw_{int(window.timestamp()) // 60}_{uuid.uuid4().hex}"
+        params += [customer, meter, adapt(window), identifier, MeterReportStatus.OPEN.value, now]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (stripe_customer_id, meter_event_name, window_start, "  # noqa: S608
+            "identifier, status, value, calls, attempts, last_error, created_at) VALUES "
+            + ", ".join(values)
+            + " ON CONFLICT (stripe_customer_id, meter_event_name, window_start)"
+            " WHERE status = 'open' DO UPDATE SET status = EXCLUDED.status",
+            params,
+        )
+    open_reports = MeterReport.objects.filter(
+        status=MeterReportStatus.OPEN,
+        window_start__in={w for _, _, w in windows},
+        stripe_customer_id__in={c for c, _, _ in windows},
+    ).values_list("pk", "stripe_customer_id", "meter_event_name", "window_start")
+    by_window = {(c, m, w): pk for pk, c, m, w in open_reports}
+    for r in collectible:
+        key = (r.stripe_customer_id, r.meter_event_name, _window_start(r.occurred_at))
+        r.meter_report_id = by_window[key]
 
 
 _UPSTREAM_FAILURES = {UsageOutcome.UPSTREAM_ERROR, UsageOutcome.TIMEOUT}
@@ -145,53 +221,219 @@ def _keys_mark_used(last_used: dict[int, datetime]) -> None:
     keys_mark_used(last_used=last_used)
 
 
-def usage_report(*, limit: int = REPORT_BATCH) -> int:
-    """Send unreported billable calls to Stripe Billing Meters; returns how many were sent.
+def usage_report(
+    *,
+    now: datetime | None = None,
+    keep_alive: Callable[[], bool] | None = None,
+    time_budget: float = REPORT_TIME_BUDGET,
+) -> ReportRun:
+    """Seal the minutes that are over, park what Stripe would refuse, send what is due.
 
-    Identifier = call_id, so Stripe deduplicates a resend after a crash between Stripe's answer
-    and our `meter_reported_at` update; we set the flag only after Stripe accepted the event,
-    so nothing is skipped. Value = the call's price in minor units (billing's meter prices one
-    minor unit per unit). Call from one task at a time (the Celery task holds a Redis lock).
+    One meter event per (customer, meter, minute): the cost grows with customers x time, not
+    with calls. Each event's identifier was stored with its report before the first send, so a
+    resend after a crash (or a second reporter that overlapped a lost lease) is deduplicated by
+    Stripe, and a report is marked sent only after Stripe accepted it. `keep_alive` renews the
+    caller's lease between chunks; when it answers False the run stops.
     """
-    from billing.stripe_client import get_client
-
-    client = get_client()
-    events = list(
-        UsageEvent.objects.filter(billable=True, meter_reported_at__isnull=True, unit_amount__gt=0)
-        .exclude(stripe_customer_id="")
-        .exclude(meter_event_name="")
-        .order_by("occurred_at")[:limit]
-    )
-    sent = 0
-    for event in events:
-        try:
-            client.v1.billing.meter_events.create(
-                {
-                    "event_name": event.meter_event_name,
-                    "identifier": str(event.call_id),
-                    "timestamp": int(event.occurred_at.timestamp()),
-                    "payload": {
-                        "stripe_customer_id": event.stripe_customer_id,
-                        "value": str(event.unit_amount),
-                    },
-                }
-            )
-        except Exception as exc:
-            if not _is_duplicate_identifier(exc):
-                logger.warning(
-                    "gateway.meter_report_failed",
-                    extra={"call_id": str(event.call_id), "error": type(exc).__name__},
-                )
-                break
-        UsageEvent.objects.filter(pk=event.pk, meter_reported_at__isnull=True).update(
-            meter_reported_at=datetime.now(tz=UTC)
+    started = time.monotonic()
+    run = ReportRun()
+    now = now or datetime.now(tz=UTC)
+    run.sealed = meter_reports_seal(now=now)
+    run.parked += _meter_reports_park_too_old(now=now)
+    client = None
+    while time.monotonic() - started < time_budget:
+        if keep_alive is not None and not keep_alive():
+            run.stopped = "lease lost"
+            break
+        due = list(
+            MeterReport.objects.filter(status=MeterReportStatus.PENDING)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("window_start", "pk")[:REPORT_CHUNK]
         )
-        sent += 1
-    return sent
+        if not due:
+            break
+        if client is None:
+            from billing.stripe_client import get_client
+
+            client = get_client()
+        if not _meter_reports_send(client=client, reports=due, run=run):
+            break
+    return run
+
+
+@dataclass
+class ReportRun:
+    """What one reporter run did (logged by the task, read by tests and the benchmark)."""
+
+    sealed: int = 0
+    sent: int = 0
+    parked: int = 0
+    retrying: int = 0
+    stopped: str = ""
+
+
+def meter_reports_seal(*, now: datetime) -> int:
+    """Close the open reports of minutes that ended `REPORT_SEAL_GRACE` ago and sum them.
+
+    The FOR UPDATE waits for drains that attached calls to these reports and have not
+    committed; the sums run in a later statement, whose snapshot sees those calls. A drain that
+    comes after the seal finds no open report for the minute and opens a new one (a correction
+    event). Reports left without calls (a re-delivered batch whose calls were in the ledger
+    already) are deleted: there is nothing to send.
+    """
+    cutoff = now - timedelta(seconds=60 + REPORT_SEAL_GRACE)
+    sealed = 0
+    while True:
+        # One batch per transaction: the sealed rows' locks are held briefly.
+        with transaction.atomic():
+            ids = list(
+                MeterReport.objects.select_for_update()
+                .filter(status=MeterReportStatus.OPEN, window_start__lte=cutoff)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:SEAL_BATCH]
+            )
+            if not ids:
+                return sealed
+            MeterReport.objects.filter(pk__in=ids).update(
+                status=MeterReportStatus.PENDING, sealed_at=now
+            )
+            sums = {
+                row["meter_report_id"]: row
+                for row in UsageEvent.objects.filter(meter_report_id__in=ids)
+                .values("meter_report_id")
+                .annotate(value=Sum("unit_amount"), calls=Count("id"))
+            }
+            reports = list(MeterReport.objects.filter(pk__in=ids))
+            for report in reports:
+                agg = sums.get(report.pk)
+                report.value = int(agg["value"]) if agg else 0
+                report.calls = int(agg["calls"]) if agg else 0
+            MeterReport.objects.bulk_update(reports, ["value", "calls"], batch_size=1000)
+            MeterReport.objects.filter(pk__in=[r.pk for r in reports if r.calls == 0]).delete()
+            sealed += sum(1 for r in reports if r.calls)
+        if len(ids) < SEAL_BATCH:
+            return sealed
+
+
+def _meter_reports_park_too_old(*, now: datetime) -> int:
+    """Park what Stripe refuses for its age (timestamps older than 35 days) before sending it;
+    an admin sees it (admin list, error log) and the rest keeps flowing."""
+    too_old = now - METER_EVENT_MAX_AGE
+    parked = list(
+        MeterReport.objects.filter(
+            status=MeterReportStatus.PENDING, window_start__lt=too_old
+        ).values_list("pk", "identifier")
+    )
+    if parked:
+        MeterReport.objects.filter(
+            pk__in=[pk for pk, _ in parked], status=MeterReportStatus.PENDING
+        ).update(
+            status=MeterReportStatus.PARKED,
+            parked_at=now,
+            last_error="older than the 35 days Stripe accepts meter events for",
+        )
+        for pk, identifier in parked:
+            logger.error(
+                "gateway.meter_report_parked",
+                extra={"meter_report_id": pk, "identifier": identifier, "reason": "too_old"},
+            )
+    return len(parked)
+
+
+def _meter_event_params(report: MeterReport) -> dict[str, Any]:
+    return {
+        "event_name": report.meter_event_name,
+        "identifier": report.identifier,
+        "timestamp": int(report.window_start.timestamp()),
+        "payload": {
+            "stripe_customer_id": report.stripe_customer_id,
+            "value": str(report.value),
+        },
+    }
+
+
+def _meter_reports_send(*, client: Any, reports: list[MeterReport], run: ReportRun) -> bool:
+    """Send one chunk concurrently; record each outcome. Returns False when the run should
+    stop (Stripe rate-limits us, cannot be reached, or refuses our credentials)."""
+
+    def send(report: MeterReport) -> Exception | None:
+        try:
+            client.v1.billing.meter_events.create(_meter_event_params(report))
+        except Exception as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=REPORT_CONCURRENCY) as pool:
+        results = list(pool.map(send, reports))
+    now = datetime.now(tz=UTC)
+    accepted: list[int] = []
+    keep_going = True
+    for report, exc in zip(reports, results, strict=True):
+        verdict = "sent" if exc is None else _stripe_verdict(exc)
+        if exc is None or verdict == "sent":
+            accepted.append(report.pk)
+            continue
+        message = str(getattr(exc, "user_message", None) or exc)[:300]
+        if verdict == "permanent":
+            run.parked += MeterReport.objects.filter(
+                pk=report.pk, status=MeterReportStatus.PENDING
+            ).update(
+                status=MeterReportStatus.PARKED,
+                parked_at=now,
+                last_error=message,
+                attempts=F("attempts") + 1,
+            )
+            logger.error(
+                "gateway.meter_report_parked",
+                extra={
+                    "meter_report_id": report.pk,
+                    "identifier": report.identifier,
+                    "reason": type(exc).__name__,
+                },
+            )
+            continue
+        delay = _retry_delay(report.attempts, exc)
+        MeterReport.objects.filter(pk=report.pk, status=MeterReportStatus.PENDING).update(
+            attempts=F("attempts") + 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            last_error=message,
+        )
+        run.retrying += 1
+        logger.warning(
+            "gateway.meter_report_retry",
+            extra={"meter_report_id": report.pk, "error": type(exc).__name__, "delay": delay},
+        )
+        if verdict == "stop":
+            keep_going = False
+            run.stopped = type(exc).__name__
+    if accepted:
+        run.sent += MeterReport.objects.filter(
+            pk__in=accepted, status=MeterReportStatus.PENDING
+        ).update(status=MeterReportStatus.SENT, sent_at=now, last_error="")
+    return keep_going
+
+
+def _stripe_verdict(exc: Exception) -> str:
+    """sent: Stripe has it already (a resend); permanent: Stripe refuses this event for good,
+    park it alone; stop: nothing will pass now (rate limited, unreachable, our credentials),
+    retry later with the same identifier; retry: a transient error for this event."""
+    import stripe
+
+    if _is_duplicate_identifier(exc):
+        return "sent"
+    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
+        return "stop"
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        logger.error("gateway.meter_report_credentials", extra={"error": type(exc).__name__})
+        return "stop"
+    status = getattr(exc, "http_status", None) or 0
+    if isinstance(exc, stripe.InvalidRequestError) and 400 <= status < 500 and status != 409:
+        return "permanent"
+    return "retry"
 
 
 def _is_duplicate_identifier(exc: Exception) -> bool:
-    """Stripe refuses a reused meter event identifier: it already counted this call."""
+    """Stripe refuses a reused meter event identifier: it already counted this report."""
     code = getattr(exc, "code", None) or ""
     message = str(getattr(exc, "user_message", "") or exc)
     return "identifier" in message.lower() and (
@@ -199,19 +441,36 @@ def _is_duplicate_identifier(exc: Exception) -> bool:
     )
 
 
+def _retry_delay(attempts: int, exc: Exception) -> float:
+    """Exponential backoff from 10 s to an hour, never sooner than Stripe's Retry-After."""
+    backoff = min(10.0 * 2**attempts, 3600.0)
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        retry_after = float(headers.get("retry-after") or headers.get("Retry-After") or 0)
+    except (TypeError, ValueError):
+        retry_after = 0.0
+    return float(max(backoff, min(retry_after, 3600.0)))
+
+
 def usage_reconcile(
     *, meter_id: str, meter_event_name: str, stripe_customer_id: str, start: datetime, end: datetime
 ) -> MeterReconciliation:
     """Compare what we reported for one customer and meter in [start, end) with Stripe's event
-    summaries; stores the comparison (append-only) and logs a mismatch."""
-    from django.db.models import Sum
-
+    summaries; stores the comparison (append-only) and logs a mismatch. Ours is the sum of the
+    sent reports whose minute lies in the range (and calls reported one by one before reports
+    existed); bounds on whole minutes compare like with like."""
     from billing.stripe_client import get_client
 
-    ours = (
+    pair = {"meter_event_name": meter_event_name, "stripe_customer_id": stripe_customer_id}
+    ours = int(
+        MeterReport.objects.filter(
+            **pair, status=MeterReportStatus.SENT, window_start__gte=start, window_start__lt=end
+        ).aggregate(total=Sum("value"))["total"]
+        or 0
+    ) + int(
         UsageEvent.objects.filter(
-            meter_event_name=meter_event_name,
-            stripe_customer_id=stripe_customer_id,
+            **pair,
+            meter_report__isnull=True,
             meter_reported_at__isnull=False,
             occurred_at__gte=start,
             occurred_at__lt=end,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from redis.exceptions import LockError
 
 from gateway import usage
 
@@ -38,20 +40,45 @@ def inflight_sweep_task() -> int:
     return swept
 
 
-@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)  # type: ignore[untyped-decorator]
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)  # type: ignore[untyped-decorator]
 def usage_report_task() -> int:
-    """Report unreported billable calls to Stripe meters, one task at a time (Redis lock)."""
+    """Seal finished minutes and send their meter events to Stripe, under a short lease renewed
+    between chunks (GATEWAY_REPORT_LEASE_SECONDS), so a killed worker holds reporting up for
+    at most that long. Two reporters overlapping (a chunk outlived the lease) are harmless:
+    identifiers are stored before sending and a report is marked sent once."""
     from gateway.services import usage_report
 
     if not settings.REDIS_URL:
-        return usage_report()
-    lock = usage.redis_client().lock("tb:lock:usage_report", timeout=300, blocking=False)
+        return usage_report().sent
+    lock = usage.redis_client().lock(
+        "tb:lock:usage_report", timeout=settings.GATEWAY_REPORT_LEASE_SECONDS, blocking=False
+    )
     if not lock.acquire():
         return 0
+
+    def keep_alive() -> bool:
+        try:
+            return bool(lock.reacquire())
+        except LockError:
+            return False
+
     try:
-        return usage_report()
+        run = usage_report(keep_alive=keep_alive)
     finally:
-        lock.release()
+        with contextlib.suppress(LockError):
+            lock.release()
+    if run.sent or run.parked or run.retrying:
+        logger.info(
+            "gateway.usage_reported",
+            extra={
+                "sealed": run.sealed,
+                "sent": run.sent,
+                "parked": run.parked,
+                "retrying": run.retrying,
+                "stopped": run.stopped,
+            },
+        )
+    return run.sent
 
 
 @shared_task(acks_late=True, time_limit=600)  # type: ignore[untyped-decorator]

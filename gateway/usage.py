@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from gateway.metering import DRAIN_BATCH, DRAIN_MAX_BATCHES, GROUP
-from gateway.models import UsageEvent, UsageOutcome
+from gateway.models import MeterReport, MeterReportStatus, UsageEvent, UsageOutcome
 from gateway.services import usage_events_write
 
 # A call admitted by a gateway process that died: settle it once, as not billed, and give its
@@ -170,10 +170,9 @@ def reported_pairs(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """(meter, customer) pairs with reported usage in the window, with Stripe's meter id."""
     from billing.stripe_client import get_client
 
+    window = {"window_start__gte": start, "window_start__lt": end}
     pairs = list(
-        UsageEvent.objects.filter(
-            meter_reported_at__isnull=False, occurred_at__gte=start, occurred_at__lt=end
-        )
+        MeterReport.objects.filter(status=MeterReportStatus.SENT, **window)
         .values("meter_event_name", "stripe_customer_id")
         .annotate(n=Count("id"))
     )

@@ -27,7 +27,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": crontab(minute=7),
     },
     # Gateway usage: the stream is drained often so quotas/receipts and the ledger stay close;
-    # reports batch to Stripe every minute; the reconcile compares the last day hourly.
+    # reports go to Stripe per customer and minute; the reconcile compares the last day hourly.
     # Price increases reach existing subscribers when their notice period ends; expiring
     # licenses (grants with --days, rotated keys' overlap) are swept on the same cadence.
     "billing-plan-prices-apply-due": {
@@ -40,7 +40,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
     "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
-    "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 60.0},
+    # Minutes are sealed 10 s after they end; a run every 10 s sends them soon after.
+    "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 10.0},
     # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
     # the upstream also refreshes its own list at once).
     "gateway-upstream-tools-refresh": {

@@ -34,6 +34,10 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 # A request body must have arrived whole this long after the headers (to the second), else 408.
 GATEWAY_BODY_TIMEOUT = max(env_float("GATEWAY_BODY_TIMEOUT", 30.0), 1.0)
 GATEWAY_SESSION_TTL_SECONDS = max(env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600), 60)
+# Per key: requests that are not tool calls (initialize, tools/list, pings, notifications,
+# streams) a minute. A plan's "N calls a minute" counts tool calls only, per license; this
+# separate, generous bucket only stops floods. 0 = no limit.
+GATEWAY_METHOD_RATE_PER_MINUTE = max(env_int("GATEWAY_METHOD_RATE_PER_MINUTE", 600), 0)
 # Requests (streams included) in flight to one upstream per process; past it a request waits
 # at most the connect timeout, then gets 503 + Retry-After.
 GATEWAY_UPSTREAM_POOL_SIZE = max(env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200), 1)
@@ -43,6 +47,9 @@ GATEWAY_REQUIRE_KEY = env_bool("GATEWAY_REQUIRE_KEY", default=True)
 GATEWAY_USAGE_STREAM = env_str("GATEWAY_USAGE_STREAM", "tb:usage")
 # Usage a consumer read but never acknowledged (worker killed) is re-claimed after this.
 GATEWAY_USAGE_CLAIM_IDLE_MS = env_int("GATEWAY_USAGE_CLAIM_IDLE_MS", 60_000)
+# The usage reporter's lease, renewed between chunks of meter events: a worker killed
+# mid-report holds reporting up for at most this long.
+GATEWAY_REPORT_LEASE_SECONDS = max(env_int("GATEWAY_REPORT_LEASE_SECONDS", 30), 2)
 # `/metrics` shows every listing's call volume: with a token, scrapers send it as a Bearer
 # token; without one, only loopback clients are served (check --deploy warns).
 GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")

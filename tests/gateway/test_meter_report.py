@@ -1,88 +1,285 @@
 """Usage to Stripe Billing Meters (the in-project fake Stripe, real stripe client over HTTP):
-reported once with call_id as identifier, resend after a crash not doubled, reconciled."""
+one meter event per customer, meter and minute; corrections for late calls; a resend after a
+crash not doubled; what Stripe refuses for good parked alone; transient failures retried with
+the same identifier; reconciled."""
 
+import http.server
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from django.db import connection, transaction
 
 from billing.stripe_client import get_client
 from fakes.stripe.server import FakeStripeServer
 from gateway.metering import new_call_id
-from gateway.models import UsageEvent
-from gateway.services import usage_reconcile, usage_report
+from gateway.models import MeterReport, MeterReportStatus, UsageEvent
+from gateway.services import (
+    meter_reports_seal,
+    usage_events_write,
+    usage_reconcile,
+    usage_report,
+)
 
 pytestmark = pytest.mark.django_db
+METER = "tb_calls_test"
 
 
 @pytest.fixture
-def fake_stripe(settings):
+def fake_stripe(settings: Any) -> Iterator[FakeStripeServer]:
     settings.STRIPE_SECRET_KEY = "sk_test_gateway_tests"
     with FakeStripeServer(webhook_url=None) as server:
         settings.STRIPE_API_BASE = server.base_url
         yield server
 
 
-def _event(customer, amount=5, billable=True, when=None):
-    return UsageEvent.objects.create(
-        call_id=new_call_id(),
-        key_id=1,
-        license_id=1,
-        listing_id=1,
-        plan_id=1,
-        tool="ok",
-        unit_amount=amount if billable else 0,
-        currency="usd",
-        billable=billable,
-        outcome="success" if billable else "tool_error",
-        latency_ms=2,
-        occurred_at=when or datetime.now(tz=UTC) - timedelta(minutes=5),
-        stripe_customer_id=customer,
-        meter_event_name="tb_calls_test",
-    )
-
-
-def test_report_once_and_reconcile(fake_stripe):
-    client = get_client()
-    customer = client.v1.customers.create({"email": "buyer@example.com"}).id
-    meter = client.v1.billing.meters.create(
+@pytest.fixture
+def meter(fake_stripe: FakeStripeServer) -> Any:
+    return get_client().v1.billing.meters.create(
         {
             "display_name": "calls",
-            "event_name": "tb_calls_test",
+            "event_name": METER,
             "default_aggregation": {"formula": "sum"},
             "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
             "value_settings": {"event_payload_key": "value"},
         }
     )
-    events = [_event(customer, amount=a) for a in (5, 7, 11)]
-    _event(customer, billable=False)
-    _event(customer, amount=0)  # an included call: nothing to report
-    assert usage_report() == 3
-    assert usage_report() == 0
-    assert UsageEvent.objects.filter(meter_reported_at__isnull=False).count() == 3
-    # A crash after Stripe accepted but before we saved the flag: the resend is deduplicated.
-    UsageEvent.objects.filter(pk=events[0].pk).update(meter_reported_at=None)
-    assert usage_report() == 1
-    stored = fake_stripe.state.meter_events()
-    assert sorted(e["identifier"] for e in stored) == sorted(str(e.call_id) for e in events)
-    assert sorted(e["payload"]["value"] for e in stored) == ["11", "5", "7"]
 
+
+def _customer() -> str:
+    return str(get_client().v1.customers.create({"email": "buyer@example.com"}).id)
+
+
+def _minute(minutes_ago: int) -> datetime:
+    now = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=minutes_ago)
+
+
+def _calls(customer: str, when: datetime, amounts: list[int], **extra: Any) -> list[str]:
+    """Write calls through the drain's writer (as the usage stream would); returns call ids."""
+    records = []
+    for i, amount in enumerate(amounts):
+        records.append(
+            {
+                "call_id": str(new_call_id()),
+                "key_id": 1,
+                "license_id": 1,
+                "listing_id": 1,
+                "plan_id": 1,
+                "tool": "ok",
+                "unit_amount": amount,
+                "currency": "usd",
+                "billable": extra.get("billable", True),
+                "outcome": "success" if extra.get("billable", True) else "tool_error",
+                "latency_ms": 2,
+                "occurred_at": (when + timedelta(seconds=i % 60)).timestamp(),
+                "stripe_customer_id": customer,
+                "meter_event_name": extra.get("meter", METER),
+            }
+        )
+    usage_events_write(records=records)
+    return [r["call_id"] for r in records]
+
+
+def _stripe_total(fake: FakeStripeServer, customer: str) -> float:
+    return sum(e["_value"] for e in fake.state.meter_events() if e["_customer"] == customer)
+
+
+def test_one_event_per_customer_and_minute(fake_stripe, meter):
+    a, b = _customer(), _customer()
+    _calls(a, _minute(3), [5, 7, 11])
+    _calls(a, _minute(2), [2] * 50)
+    _calls(b, _minute(3), [3, 3])
+    _calls(a, _minute(3), [0, 0])  # included calls: nothing to report
+    _calls(a, _minute(3), [0], billable=False)
+    run = usage_report()
+    assert (run.sealed, run.sent, run.parked) == (3, 3, 0)
+    stored = fake_stripe.state.meter_events()
+    assert sorted(e["payload"]["value"] for e in stored) == ["100", "23", "6"]
+    assert {e["timestamp"] % 60 for e in stored} == {0}  # the minute's start
+    assert len({e["identifier"] for e in stored}) == 3
+    assert usage_report().sent == 0  # nothing twice
+    assert _stripe_total(fake_stripe, a) == 123
+    assert _stripe_total(fake_stripe, b) == 6
+    # Every billable call belongs to exactly one sent report, and the sums agree.
+    assert not UsageEvent.objects.filter(unit_amount__gt=0, meter_report__isnull=True).exists()
+    for report in MeterReport.objects.all():
+        assert report.value == sum(u.unit_amount for u in report.usage.all())
+
+
+def test_a_minute_is_sealed_only_after_its_grace(fake_stripe, meter):
+    customer = _customer()
+    now = datetime.now(tz=UTC)
+    _calls(customer, now.replace(second=0, microsecond=0), [5])
+    assert usage_report(now=now).sent == 0
+    assert MeterReport.objects.get().status == MeterReportStatus.OPEN
+    later = now.replace(second=0, microsecond=0) + timedelta(seconds=75)
+    assert meter_reports_seal(now=later) == 1
+
+
+def test_a_late_call_goes_out_as_a_correction(fake_stripe, meter):
+    customer = _customer()
+    minute = _minute(5)
+    first = _calls(customer, minute, [5, 5])
+    assert usage_report().sent == 1
+    _calls(customer, minute, [7])  # reached the ledger after its minute was sent
+    _calls(customer, minute, [5])
+    usage_events_write(records=[_record_of(first[0])])  # redelivered: in the ledger already
+    assert usage_report().sent == 1
+    reports = list(MeterReport.objects.order_by("pk"))
+    assert [(r.value, r.calls, r.status) for r in reports] == [(10, 2, "sent"), (12, 2, "sent")]
+    assert reports[0].window_start == reports[1].window_start
+    assert reports[0].identifier != reports[1].identifier
+    assert _stripe_total(fake_stripe, customer) == 22
+    ledger = sum(UsageEvent.objects.filter(billable=True).values_list("unit_amount", flat=True))
+    assert ledger == 22
+
+
+def _record_of(call_id: str) -> dict[str, Any]:
+    row = UsageEvent.objects.get(call_id=call_id)
+    return {
+        "call_id": call_id,
+        "key_id": row.key_id,
+        "license_id": row.license_id,
+        "listing_id": row.listing_id,
+        "plan_id": row.plan_id,
+        "tool": row.tool,
+        "unit_amount": row.unit_amount,
+        "currency": row.currency,
+        "billable": row.billable,
+        "outcome": row.outcome,
+        "latency_ms": row.latency_ms,
+        "occurred_at": row.occurred_at.timestamp(),
+        "stripe_customer_id": row.stripe_customer_id,
+        "meter_event_name": row.meter_event_name,
+    }
+
+
+def test_resend_after_a_crash_is_not_doubled(fake_stripe, meter):
+    customer = _customer()
+    _calls(customer, _minute(4), [5, 7])
+    assert usage_report().sent == 1
+    # A crash after Stripe accepted but before we saved "sent": the resend is deduplicated.
+    MeterReport.objects.update(status=MeterReportStatus.PENDING, sent_at=None)
+    assert usage_report().sent == 1
+    assert len(fake_stripe.state.meter_events()) == 1
+    assert _stripe_total(fake_stripe, customer) == 12
+
+
+def test_refused_records_are_parked_alone(fake_stripe, meter, caplog):
+    good = _customer()
+    _calls("cus_gone", _minute(6), [5])  # a customer Stripe does not know (deleted)
+    _calls(good, _minute(6), [5])
+    _calls(good, _minute(36 * 24 * 60), [9])  # older than Stripe's 35 days
+    _calls(good, _minute(5), [4], meter="tb_calls_inactive")  # no active meter
+    _calls(good, _minute(4), [6])
+    with caplog.at_level("ERROR", logger="gateway.services"):
+        run = usage_report()
+    assert (run.sent, run.parked) == (2, 3)
+    parked = MeterReport.objects.filter(status=MeterReportStatus.PARKED)
+    assert sorted(p.value for p in parked) == [4, 5, 9]
+    assert all(p.last_error and p.parked_at for p in parked)
+    assert _stripe_total(fake_stripe, good) == 11
+    assert caplog.text.count("gateway.meter_report_parked") == 3
+    # Later calls keep flowing: a parked record never blocks the others.
+    _calls(good, _minute(3), [8])
+    assert usage_report().sent == 1
+    assert _stripe_total(fake_stripe, good) == 19
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Stripe answering 429 with Retry-After to every request."""
+
+    hits = 0
+
+    def do_POST(self) -> None:
+        type(self).hits += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": {"type": "invalid_request_error", "message": "Too many requests"}}'
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "120")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_transient_failure_retries_later_with_the_same_identifier(settings, fake_stripe, meter):
+    customer = _customer()
+    _calls(customer, _minute(4), [5])
+    _calls(customer, _minute(3), [6])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{server.server_port}"
+    settings.STRIPE_TIMEOUT_SECONDS = 2
+    try:
+        before = datetime.now(tz=UTC)
+        run = usage_report()
+    finally:
+        server.shutdown()
+    assert (run.sent, run.parked, run.stopped) == (0, 0, "RateLimitError")
+    reports = list(MeterReport.objects.order_by("window_start"))
+    assert all(r.status == MeterReportStatus.PENDING for r in reports)
+    identifiers = [r.identifier for r in reports]
+    retried = [r for r in reports if r.attempts]
+    assert retried
+    assert all(r.next_attempt_at >= before + timedelta(seconds=119) for r in retried)
+    settings.STRIPE_API_BASE = fake_stripe.base_url
+    assert usage_report().sent == 2 - len(retried)  # the backed-off ones wait their turn
+    assert usage_report(now=datetime.now(tz=UTC) + timedelta(seconds=121)).sent == len(retried)
+    stored = sorted(e["identifier"] for e in fake_stripe.state.meter_events())
+    assert stored == sorted(identifiers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seal_waits_for_a_drain_that_has_not_committed(fake_stripe, meter):
+    """A drain that attached calls to a minute's report and has not committed yet: the seal
+    waits for it and sums its calls too; a drain after the seal opens a correction."""
+    customer = _customer()
+    minute = _minute(3)
+    _calls(customer, minute, [1])
+    attached = threading.Event()
+
+    def slow_drain() -> None:
+        with transaction.atomic():
+            _calls(customer, minute, [10, 10])
+            attached.set()
+            time.sleep(1.0)
+        connection.close()
+
+    drain = threading.Thread(target=slow_drain)
+    drain.start()
+    assert attached.wait(5)
+    sealed_at = time.monotonic()
+    assert meter_reports_seal(now=datetime.now(tz=UTC)) == 1
+    assert time.monotonic() - sealed_at > 0.5  # it waited for the drain's commit
+    drain.join()
+    report = MeterReport.objects.get()
+    assert (report.value, report.calls, report.status) == (21, 3, "pending")
+    _calls(customer, minute, [4])
+    assert MeterReport.objects.filter(status="open").get().window_start == minute
+
+
+def test_reconcile_compares_sent_minutes_with_stripe(fake_stripe, meter):
+    customer = _customer()
+    _calls(customer, _minute(5), [5, 7, 11])
+    usage_report()
     end = datetime.fromtimestamp((int(time.time()) // 60 + 1) * 60, tz=UTC)
-    rec = usage_reconcile(
-        meter_id=meter.id,
-        meter_event_name="tb_calls_test",
-        stripe_customer_id=customer,
-        start=end - timedelta(hours=1),
-        end=end,
-    )
+    kwargs = {
+        "meter_id": meter.id,
+        "meter_event_name": METER,
+        "stripe_customer_id": customer,
+        "start": end - timedelta(hours=1),
+        "end": end,
+    }
+    rec = usage_reconcile(**kwargs)
     assert (rec.ours, rec.stripe, rec.matches) == (23, 23, True)
-    UsageEvent.objects.filter(pk=events[1].pk).update(unit_amount=8)  # drift on our side
-    rec = usage_reconcile(
-        meter_id=meter.id,
-        meter_event_name="tb_calls_test",
-        stripe_customer_id=customer,
-        start=end - timedelta(hours=1),
-        end=end,
-    )
-    assert rec.matches is False
-    assert rec.ours == 24
+    MeterReport.objects.update(value=24)  # drift on our side
+    rec = usage_reconcile(**kwargs)
+    assert (rec.ours, rec.stripe, rec.matches) == (24, 23, False)

@@ -1,7 +1,9 @@
 """kill -9 of the Celery worker while it drains 10,000 metered calls, then a restart: the
-ledger holds every successful call exactly once."""
+ledger holds every successful call exactly once. kill -9 of a worker mid-report: reporting
+resumes when its short lease runs out."""
 
 import asyncio
+import http.server
 import os
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import time
 import aiohttp
 import pytest
 
+from gateway.metering import new_call_id
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
 from tests.gateway.conftest import ROOT, gateway_env
@@ -20,8 +23,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 CALLS = int(os.environ.get("GATEWAY_CRASH_CALLS", "10000"))
 
 
-def _worker() -> subprocess.Popen[bytes]:
-    env = {**os.environ, **gateway_env(GATEWAY_USAGE_CLAIM_IDLE_MS="1000")}
+def _worker(**extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **gateway_env(GATEWAY_USAGE_CLAIM_IDLE_MS="1000", **extra)}
     cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo"]
     cmd += ["--loglevel", "WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -116,3 +119,94 @@ def test_kill_9_worker_during_drain(gateway, hosted, seed_key):
     assert billed.count() == len(ids)
     assert {str(c) for c in billed.values_list("call_id", flat=True)} == set(ids)
     assert sum(billed.values_list("unit_amount", flat=True)) == 2 * len(ids)
+
+
+def test_kill_9_worker_during_report_holds_reporting_only_for_the_lease(
+    settings, redis_client, fake_stripe_meter
+):
+    """A worker killed while it waits on Stripe mid-report leaves its lease behind; reporting
+    resumes when the (short) lease runs out, not 5 minutes later, and nothing is doubled."""
+    from gateway.models import MeterReport
+    from gateway.services import usage_events_write
+    from gateway.tasks import usage_report_task
+
+    fake, customer = fake_stripe_meter
+    minute = (time.time() // 60 - 3) * 60
+    usage_events_write(records=[_billable(customer, minute + i, 5) for i in range(20)])
+    hung = threading.Event()
+
+    class Hang(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hung.set()
+            time.sleep(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    stall = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+    stall.daemon_threads = True
+    threading.Thread(target=stall.serve_forever, daemon=True).start()
+    env = {
+        "STRIPE_API_BASE": f"http://127.0.0.1:{stall.server_port}",
+        "STRIPE_SECRET_KEY": "sk_test_gateway_tests",
+        "GATEWAY_REPORT_LEASE_SECONDS": "3",
+    }
+    worker = _worker(**env)
+    try:
+        usage_report_task.delay()
+        assert hung.wait(30), "the worker never reached Stripe"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        killed_at = time.monotonic()
+        assert usage_report_task() == 0  # the dead worker's lease still holds
+        assert 0 < redis_client.ttl("tb:lock:usage_report") <= 3
+        while usage_report_task() == 0:
+            assert time.monotonic() - killed_at < 5, "reporting did not resume after the lease"
+            time.sleep(0.2)
+    finally:
+        stall.shutdown()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert MeterReport.objects.get().status == "sent"
+    assert sum(e["_value"] for e in fake.state.meter_events()) == 100
+
+
+def _billable(customer: str, at: float, amount: int) -> dict[str, object]:
+    return {
+        "call_id": str(new_call_id()),
+        "key_id": 1,
+        "license_id": 1,
+        "listing_id": 1,
+        "plan_id": 1,
+        "tool": "ok",
+        "unit_amount": amount,
+        "currency": "usd",
+        "billable": True,
+        "outcome": "success",
+        "latency_ms": 1,
+        "occurred_at": at,
+        "stripe_customer_id": customer,
+        "meter_event_name": "tb_calls_lease",
+    }
+
+
+@pytest.fixture
+def fake_stripe_meter(settings):
+    from billing.stripe_client import get_client
+    from fakes.stripe.server import FakeStripeServer
+
+    settings.STRIPE_SECRET_KEY = "sk_test_gateway_tests"
+    with FakeStripeServer(webhook_url=None) as server:
+        settings.STRIPE_API_BASE = server.base_url
+        client = get_client()
+        client.v1.billing.meters.create(
+            {
+                "display_name": "calls",
+                "event_name": "tb_calls_lease",
+                "default_aggregation": {"formula": "sum"},
+                "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+                "value_settings": {"event_payload_key": "value"},
+            }
+        )
+        yield server, client.v1.customers.create({"email": "b@example.com"}).id
