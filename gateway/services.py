@@ -340,6 +340,17 @@ def _meter_reports_park_too_old(*, now: datetime) -> int:
     return len(parked)
 
 
+def meter_reports_unpark(*, ids: list[int]) -> int:
+    """Queue parked reports to be sent again, once a person fixed what Stripe refused (a
+    customer, a meter). Reports too old for Stripe stay parked: a resend would be refused."""
+    too_old = datetime.now(tz=UTC) - METER_EVENT_MAX_AGE
+    count = MeterReport.objects.filter(
+        pk__in=ids, status=MeterReportStatus.PARKED, window_start__gte=too_old
+    ).update(status=MeterReportStatus.PENDING, parked_at=None, next_attempt_at=None, attempts=0)
+    logger.info("gateway.meter_reports_unparked", extra={"n": count})
+    return count
+
+
 def _meter_event_params(report: MeterReport) -> dict[str, Any]:
     return {
         "event_name": report.meter_event_name,

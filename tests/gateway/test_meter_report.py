@@ -283,3 +283,27 @@ def test_reconcile_compares_sent_minutes_with_stripe(fake_stripe, meter):
     MeterReport.objects.update(value=24)  # drift on our side
     rec = usage_reconcile(**kwargs)
     assert (rec.ours, rec.stripe, rec.matches) == (24, 23, False)
+
+
+def test_admin_lists_parked_reports_and_sends_them_again(fake_stripe, meter, admin_client):
+    customer = _customer()
+    _calls(customer, _minute(5), [4], meter="tb_calls_later")  # its meter does not exist yet
+    _calls(customer, _minute(36 * 24 * 60), [9])  # too old: stays parked
+    assert usage_report().parked == 2
+    page = admin_client.get("/admin/gateway/meterreport/?status__exact=parked")
+    assert page.status_code == 200
+    assert b"No active meter found" in page.content
+    get_client().v1.billing.meters.create(
+        {
+            "display_name": "later",
+            "event_name": "tb_calls_later",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+    )
+    ids = [str(pk) for pk in MeterReport.objects.values_list("pk", flat=True)]
+    admin_client.post("/admin/gateway/meterreport/", {"action": "unpark", "_selected_action": ids})
+    assert usage_report().sent == 1
+    assert _stripe_total(fake_stripe, customer) == 4
+    assert MeterReport.objects.get(value=9).status == MeterReportStatus.PARKED
