@@ -241,6 +241,7 @@ class CreatorOnboardApi(APIView):
         responses={
             200: inline_serializer("OnboardingLink", {"url": serializers.URLField()}),
             **_ERRORS,
+            503: _Error,  # Stripe cannot be reached: Retry-After says when to try again
         },
     )
     def post(self, request: Request) -> Response:
@@ -318,6 +319,11 @@ class PlanCreateApi(APIView):
             min_value=1, max_value=RATE_LIMIT_MAX_PER_MINUTE, required=False, default=60
         )
         tool_prices = serializers.DictField(required=False, default=dict)
+        # The upstream's tool names the default price covers; others are refused. Omitted:
+        # every tool (billing.pricing).
+        tools = serializers.ListField(
+            child=serializers.CharField(max_length=128), required=False, max_length=200
+        )
 
     @extend_schema_serializer(component_name="PlanCreateOutput")
     class OutputSerializer(serializers.ModelSerializer[Plan]):
@@ -358,6 +364,9 @@ class PlanPriceChangeApi(APIView):
         per_call_amount = serializers.IntegerField(min_value=0, required=False)
         overage_amount = serializers.IntegerField(min_value=0, required=False)
         tool_prices = serializers.DictField(required=False)
+        tools = serializers.ListField(
+            child=serializers.CharField(max_length=128), required=False, max_length=200
+        )
 
     @extend_schema(
         operation_id="billing_plan_prices_create",
@@ -404,6 +413,7 @@ class CheckoutStartApi(APIView):
                 },
             ),
             **_ERRORS,
+            503: _Error,  # Stripe cannot be reached: Retry-After says when to try again
         },
     )
     def post(self, request: Request) -> Response:

@@ -7,13 +7,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Final
 
 import stripe
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from common.exceptions import ServiceUnavailableError
 
 # What stripe 16.1 pins (`stripe._api_version._ApiVersion.CURRENT`); a test keeps them equal, so a
 # library upgrade that moves the API version fails loudly instead of changing shapes silently.
@@ -23,8 +28,40 @@ MAX_NETWORK_RETRIES: Final = 2
 WEBHOOK_TOLERANCE_SECONDS: Final = 300
 
 
+# What a buyer or creator is told when Stripe cannot be reached, and when to try again.
+PAYMENTS_UNAVAILABLE_MESSAGE: Final = "Payments are unavailable right now; please try again."
+PAYMENTS_RETRY_AFTER_SECONDS: Final = 30
+
+
 class WebhookSignatureError(Exception):
     """The webhook's signature, timestamp or payload is not acceptable; answer 400."""
+
+
+class PaymentsUnavailable(ServiceUnavailableError):
+    """Stripe could not be reached, timed out or failed on its side (after the library's own
+    retries). Our idempotency keys make the same request safe to send again."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            PAYMENTS_UNAVAILABLE_MESSAGE,
+            retry_after=PAYMENTS_RETRY_AFTER_SECONDS,
+            extra={"code": "payments_unavailable"},
+        )
+
+
+@contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Turn "Stripe cannot answer" into `PaymentsUnavailable` (503 + Retry-After) for calls a
+    person is waiting on, instead of a 500. Refusals (4xx: bad params, idempotency) stay what
+    they are: retrying them would not help. Usable as a decorator."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise PaymentsUnavailable from exc
+    except stripe.APIError as exc:  # 5xx (after the library's retries)
+        if exc.http_status is not None and exc.http_status < 500:
+            raise
+        raise PaymentsUnavailable from exc
 
 
 def get_client() -> stripe.StripeClient:
@@ -61,12 +98,21 @@ def _build_client(key: str, base: str, timeout: float) -> stripe.StripeClient:
     )
 
 
-def idempotency_key(*parts: object) -> str:
+def idempotency_key(*parts: object, params: Mapping[str, object] | None = None) -> str:
     """A deterministic Idempotency-Key from our own row ids, so a retried task cannot create a
-    second Stripe object: `idempotency_key("checkout", order.pk)`."""
+    second Stripe object: `idempotency_key("checkout", order.pk)`.
+
+    Stripe refuses a key reused with other parameters (400 `idempotency_error`). Pass `params`
+    when the same ids may legitimately be sent with different parameters (an onboarding link
+    asked for from another page): they are part of the key, so a different request gets a
+    different key and an identical retry still replays.
+    """
     if not parts:
         raise ValueError("idempotency_key needs at least one part")
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+    text = "|".join(str(p) for p in parts)
+    if params is not None:
+        text += "|" + json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return "tb:" + digest[:40]
 
 

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods
 from billing import selectors
 from billing.models import Plan
 from billing.services import checkout
-from common.exceptions import ApplicationError
+from common.exceptions import ApplicationError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -46,6 +46,13 @@ def buy_view(request: HttpRequest, plan_id: int) -> HttpResponse:
                 success_url=success + "?session_id={CHECKOUT_SESSION_ID}",
                 cancel_url=request.build_absolute_uri(request.path),
             )
+        except ServiceUnavailableError as exc:
+            # Stripe cannot be reached: say so on the page itself (503, nothing was bought);
+            # pressing the button again is safe.
+            messages.error(request, exc.message)
+            response = _buy_page(request, plan, status=503)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         except ApplicationError as exc:
             messages.error(request, exc.message)
             return redirect(request.path)
@@ -55,8 +62,12 @@ def buy_view(request: HttpRequest, plan_id: int) -> HttpResponse:
         if lic is not None:
             return redirect("ui:license", license_id=lic.pk)
         return redirect("ui:licenses")
+    return _buy_page(request, plan)
+
+
+def _buy_page(request: HttpRequest, plan: Plan, *, status: int = 200) -> HttpResponse:
     price = selectors.plan_price_latest(plan=plan)
-    return render(request, "billing/buy.html", {"plan": plan, "price": price})
+    return render(request, "billing/buy.html", {"plan": plan, "price": price}, status=status)
 
 
 @never_cache

@@ -20,3 +20,17 @@ class ApplicationError(Exception):
 
 class NotFoundError(ApplicationError):
     status_code = 404
+
+
+class ServiceUnavailableError(ApplicationError):
+    """An outside system we depend on cannot answer right now. What we wrote before it is safe
+    to retry, so the caller may send the same request again after `retry_after` seconds
+    (503 + Retry-After)."""
+
+    status_code = 503
+
+    def __init__(
+        self, message: str, *, retry_after: int, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, extra=extra)
+        self.retry_after = retry_after

@@ -87,6 +87,7 @@ def _seller(plan: Plan) -> tuple[Creator, ConnectAccount]:
     return creator, account
 
 
+@stripe_client.unavailable_as_error()
 def checkout_start(
     *, buyer: User, plan: Plan, success_url: str, cancel_url: str
 ) -> tuple[str | None, License | None]:
@@ -96,7 +97,9 @@ def checkout_start(
     Refuses without any Stripe call when the creator is not payable or the buyer already holds
     a live license. The order row is written first; the session is created with a key derived
     from the order id, so a retried request cannot open two sessions for one order.
-    `success_url` should contain `{CHECKOUT_SESSION_ID}`.
+    `success_url` should contain `{CHECKOUT_SESSION_ID}`. Stripe unreachable:
+    `PaymentsUnavailable` (503); an order written before it stays pending without a session,
+    and the retry reuses it (and its idempotency key).
     """
     plan = Plan.objects.select_related("listing").get(pk=plan.pk)
     if not plan.active:

@@ -152,24 +152,28 @@ def connect_account_ensure(*, creator: Creator, email: str = "") -> ConnectAccou
     return row
 
 
+@stripe_client.unavailable_as_error()
 def connect_onboarding_link(*, creator: Creator, return_url: str, refresh_url: str) -> str:
     """A fresh onboarding link (they expire quickly, so one is made per visit).
 
-    The idempotency key is deterministic per account and minute: a retried request in the same
-    minute reuses the link instead of making another.
+    The idempotency key is deterministic per account, minute and parameters: a retried request
+    in the same minute reuses the link instead of making another, and a request from another
+    page (other return/refresh URLs) gets its own key instead of Stripe's idempotency error.
+    Stripe unreachable: `PaymentsUnavailable` (503), with at most the account row written.
     """
     account = connect_account_ensure(creator=creator, email=creator.user.email or "")
     client = stripe_client.get_client()
+    params: dict[str, str] = {
+        "account": account.stripe_account_id,
+        "type": "account_onboarding",
+        "return_url": return_url,
+        "refresh_url": refresh_url,
+    }
     link = client.v1.account_links.create(
-        params={
-            "account": account.stripe_account_id,
-            "type": "account_onboarding",
-            "return_url": return_url,
-            "refresh_url": refresh_url,
-        },
+        params=params,  # type: ignore[arg-type]
         options={
             "idempotency_key": stripe_client.idempotency_key(
-                "account_link", account.stripe_account_id, int(time.time() // 60)
+                "account_link", int(time.time() // 60), params=params
             )
         },
     )

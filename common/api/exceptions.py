@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from common.exceptions import ApplicationError
+from common.exceptions import ApplicationError, ServiceUnavailableError
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -21,7 +21,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, ApplicationError):
-        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        headers = None
+        if isinstance(exc, ServiceUnavailableError):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return Response(
+            {"message": exc.message, "extra": exc.extra}, status=exc.status_code, headers=headers
+        )
 
     response = drf_exception_handler(exc, context)
     if response is None:
