@@ -53,6 +53,7 @@ bench: install ## all benchmarks (prints numbers)
 	$(BIN)/python benchmarks/search_bench.py
 	$(BIN)/python benchmarks/pages_bench.py
 	$(BIN)/python benchmarks/gateway_bench.py
+	$(BIN)/python benchmarks/billing_pipeline_bench.py
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) var
