@@ -11,7 +11,10 @@ key, one Stripe customer each), to the no-op upstream. Printed: calls served per
 usage backlog while the load runs (stream entries not yet in the ledger, sealed reports not yet
 sent), then after the load stops the seconds until the ledger holds every call and until
 Stripe's totals equal the ledger, the meter events sent, and the checks that nothing was
-counted twice (upstream answers = billable ledger rows = Stripe's total). Needs wrk,
+counted twice (upstream answers = billable ledger rows = Stripe's total). Then a burst
+(`--burst`, default 120,000: a minute at 2,000 calls/s) of finished calls goes straight onto
+the usage stream, to measure what the drain and the reporter sustain beyond what one gateway
+process serves on this machine. Needs wrk,
 redis-server and PostgreSQL on 127.0.0.1:5432. Ports 18590-18594. Results also go to
 benchmarks/results/billing_pipeline_bench.json.
 """
@@ -202,12 +205,79 @@ def totals(customers: list[str], start: int, end: int) -> tuple[int, int, int]:
     return int(agg["n"] or 0), int(agg["s"] or 0), int(theirs)
 
 
+def burst(customers: list[str], n: int) -> float:
+    """Put `n` finished paid calls of the last minute straight onto the usage stream (what a
+    gateway fleet writes at n/60 calls a second for a minute); returns when they were written."""
+    import uuid
+
+    import redis
+
+    from billing.models import License
+
+    licenses = {
+        lic.creator_subscription.stripe_customer_id: lic
+        for lic in License.objects.select_related("creator_subscription")
+    }
+    client = redis.Redis(port=REDIS_PORT)
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        lic = licenses[customers[i % len(customers)]]
+        record = {
+            "call_id": str(uuid.uuid4()),
+            "key_id": 0,
+            "license_id": lic.pk,
+            "listing_id": lic.listing_id,
+            "plan_id": lic.plan_id,
+            "tool": "add",
+            "unit_amount": 1,
+            "currency": "usd",
+            "billable": True,
+            "outcome": "success",
+            "latency_ms": 1,
+            "occurred_at": now - 60 + 60 * i / n,
+            "stripe_customer_id": customers[i % len(customers)],
+            "meter_event_name": METER,
+        }
+        pipe.xadd("tb:usage", {"e": json.dumps(record)})
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    return time.time()
+
+
+def catch_up(
+    customers: list[str], window: tuple[int, int], expected: int, deadline: float
+) -> tuple[float | None, float | None, tuple[int, int, int]]:
+    """Seconds from now until the ledger holds `expected` billable calls, and until Stripe's
+    totals equal the ledger."""
+    t0 = time.time()
+    ledger_at = equal_at = None
+    got = (0, 0, 0)
+    while time.time() - t0 < deadline:
+        got = totals(customers, *window)
+        if ledger_at is None and got[0] >= expected:
+            ledger_at = time.time() - t0
+        if ledger_at is not None and got[2] == got[1]:
+            equal_at = time.time() - t0
+            break
+        time.sleep(2)
+    return ledger_at, equal_at, got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--customers", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--deadline", type=int, default=300, help="give up after this long")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=120_000,
+        help="then this many calls of one minute straight onto the stream (0: skip): the "
+        "pipeline's own capacity, beyond what one gateway process serves here",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
@@ -314,16 +384,7 @@ def main() -> None:
         result = parse_wrk(out)
         served = noop_count()
         window = (int(started) // 60 * 60, (int(stopped) // 60 + 2) * 60)
-        ledger_at = equal_at = None
-        n = s = theirs = 0
-        while time.time() - stopped < args.deadline:
-            n, s, theirs = totals(customers, *window)
-            if ledger_at is None and n >= served:
-                ledger_at = time.time() - stopped
-            if ledger_at is not None and theirs == s:
-                equal_at = time.time() - stopped
-                break
-            time.sleep(2)
+        ledger_at, equal_at, (n, s, theirs) = catch_up(customers, window, served, args.deadline)
         final = backlog()
         report = {
             "seconds": args.seconds,
@@ -352,6 +413,34 @@ def main() -> None:
             f"{final['sent']} meter events for {n} calls; "
             + ("nothing lost or counted twice" if ok else "MISMATCH")
         )
+        if args.burst:
+            burst_started = time.time()
+            written = burst(customers, args.burst)
+            burst_window = (window[0], (int(written) // 60 + 2) * 60)
+            b_ledger, b_equal, (bn, bs, btheirs) = catch_up(
+                customers, burst_window, n + args.burst, args.deadline
+            )
+            report["burst"] = {
+                "calls": args.burst,
+                "xadd_seconds": round(written - burst_started, 1),
+                "ledger_complete_after_s": round(b_ledger, 1) if b_ledger is not None else None,
+                # from the first XADD, so the drain's head start is not counted
+                "drain_calls_per_second": (
+                    round(args.burst / (written - burst_started + b_ledger)) if b_ledger else None
+                ),
+                "stripe_equals_ledger_after_s": round(b_equal, 1) if b_equal is not None else None,
+                "ledger_sum": bs,
+                "stripe_total": btheirs,
+                "meter_events_sent": backlog()["sent"],
+            }
+            ok = ok and bn == n + args.burst == bs == btheirs
+            print(
+                f"burst: {args.burst} calls of one minute onto the stream; in the ledger after "
+                f"{report['burst']['ledger_complete_after_s']} s "
+                f"({report['burst']['drain_calls_per_second']} calls/s), Stripe equals the ledger "
+                f"after {report['burst']['stripe_equals_ledger_after_s']} s; "
+                + ("nothing lost or counted twice" if ok else "MISMATCH")
+            )
         results = ROOT / "benchmarks" / "results"
         results.mkdir(exist_ok=True)
         (results / "billing_pipeline_bench.json").write_text(
