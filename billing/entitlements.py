@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class ToolPrice:
-    """Per-tool override of the plan's per-call price; `excluded` hides the tool entirely."""
+    """A tool's own per-call price (past the included calls; billing.pricing resolves it to 0
+    on plans that cannot charge per call); `excluded` hides the tool entirely."""
 
     unit_amount: int  # minor units per call; 0 = free tool
     excluded: bool = False
@@ -27,12 +28,14 @@ class Entitlement:
     status: str  # license status; only "active" may call (past_due gets a grace policy in billing)
     currency: str
     rate_limit_per_minute: int
-    # Calls included per billing month (None = unlimited); hard_cap True = refuse past it,
-    # False = allow and bill overage at `overage_unit_amount`.
+    # Calls included per quota month, all keys of the license together (None = no quota): they
+    # cost 0. hard_cap True = refuse calls past them; False = charge them (billing.pricing).
     included_calls: int | None
     hard_cap: bool
-    unit_amount: int  # per-call price in minor units (per_call plans; overage for subscriptions)
-    overage_unit_amount: int
+    # What a call to a tool without its own entry costs past the included calls, resolved by
+    # billing.pricing.plan_terms (per-call price, overage price, or 0 where nothing is metered).
+    unit_amount: int
+    overage_unit_amount: int  # the plan's overage price as stored (display only)
     tool_prices: dict[str, ToolPrice] = field(default_factory=dict)
     # Per-key spend caps in minor units (None = no cap).
     daily_spend_cap: int | None = None
@@ -43,11 +46,6 @@ class Entitlement:
     # Unix seconds; the key stops working after this (rotation overlap or expiry).
     expires_at: float | None = None
     period_start: float = 0.0  # start of the current quota month, unix seconds
-
-    def tool_unit_amount(self, tool: str) -> int | None:
-        """Price of one call to `tool`, or None when the plan excludes it (one predicate for
-        tools/list and tools/call)."""
-        override = self.tool_prices.get(tool)
-        if override is not None:
-            return None if override.excluded else override.unit_amount
-        return self.unit_amount
+    # False: a tool without an entry in `tool_prices` is refused (the price version lists the
+    # tools it covers, so a tool the upstream added later is never billed at a default).
+    other_tools: bool = True

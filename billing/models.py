@@ -158,6 +158,10 @@ class PlanPrice(models.Model):
     overage_amount = models.PositiveIntegerField(default=0)
     # {"tool": {"unit_amount": 5, "excluded": false}}: per-tool overrides of per_call_amount.
     tool_prices = models.JSONField(default=dict, blank=True)
+    # The tools this version covers (the upstream's discovered tools when the creator saved it,
+    # plus the priced ones): a tool outside it is refused, never billed at the default.
+    # None = saved before any tool was known: the default covers every tool (billing.pricing).
+    tools = models.JSONField(null=True, blank=True, default=None)
     created_at = models.DateTimeField(auto_now_add=True)
     effective_at = models.DateTimeField()
     stripe_price_id = models.CharField(max_length=255, blank=True, default="")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from billing.entitlements import Entitlement, ToolPrice
+from billing.entitlements import Entitlement
 from billing.models import (
     LIVE_LICENSE_STATUSES,
     ApiKey,
@@ -21,6 +21,7 @@ from billing.models import (
     Plan,
     PlanPrice,
 )
+from billing.pricing import plan_terms
 from common.exceptions import NotFoundError
 
 if TYPE_CHECKING:
@@ -93,21 +94,17 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
 
 def plan_entitlement_terms(*, plan: Plan, price: PlanPrice) -> Entitlement:
     """What a key on this plan at this price version may do, before any key, license or
-    customer is known: the one pricing rule the gateway enforces and the pages display."""
-    if plan.kind == "subscription":
-        unit_amount = price.overage_amount
-    elif plan.kind == "per_call":
-        unit_amount = price.per_call_amount
-    else:
-        unit_amount = 0
-    tool_prices = {
-        str(tool): ToolPrice(
-            unit_amount=int(spec.get("unit_amount", 0) or 0),
-            excluded=bool(spec.get("excluded", False)),
-        )
-        for tool, spec in (price.tool_prices or {}).items()
-        if isinstance(spec, dict)
-    }
+    customer is known: the prices resolved by `billing.pricing.plan_terms`, which the gateway
+    enforces and the pages display."""
+    default, tool_prices, hard_cap, other_tools = plan_terms(
+        kind=plan.kind,
+        hard_cap=plan.hard_cap,
+        included_calls=plan.included_calls,
+        per_call_amount=price.per_call_amount,
+        overage_amount=price.overage_amount,
+        tool_prices=price.tool_prices,
+        tools=price.tools,
+    )
     return Entitlement(
         key_id=0,
         license_id=0,
@@ -119,10 +116,11 @@ def plan_entitlement_terms(*, plan: Plan, price: PlanPrice) -> Entitlement:
         currency=plan.currency,
         rate_limit_per_minute=plan.rate_limit_per_minute,
         included_calls=plan.included_calls,
-        hard_cap=plan.hard_cap or plan.kind in ("free", "one_time"),
-        unit_amount=unit_amount,
+        hard_cap=hard_cap,
+        unit_amount=default,
         overage_unit_amount=price.overage_amount,
         tool_prices=tool_prices,
+        other_tools=other_tools,
     )
 
 

@@ -36,6 +36,7 @@ from django.http.request import split_domain_port, validate_host
 from billing.entitlements import Entitlement
 from billing.keys import key_hash as hash_key
 from billing.keys import key_is_well_formed
+from billing.pricing import advertised_price
 from gateway import deferred, fastjson, metering, proxy
 from gateway.crypto import identity_sign
 from gateway.ratelimit import (
@@ -100,11 +101,12 @@ def _rate_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
     """draft-ietf-httpapi-ratelimit-headers: the policy and what is left of it."""
     if not adm.rate_limit:
         return []
+    name = adm.rate_policy
     return [
-        (b"ratelimit-policy", f'"per-key";q={adm.rate_limit};w=60'.encode()),
+        (b"ratelimit-policy", f'"{name}";q={adm.rate_limit};w=60'.encode()),
         (
             b"ratelimit",
-            f'"per-key";r={max(adm.rate_remaining, 0)};t={max(adm.rate_reset, 0)}'.encode(),
+            f'"{name}";r={max(adm.rate_remaining, 0)};t={max(adm.rate_reset, 0)}'.encode(),
         ),
     ]
 
@@ -281,6 +283,7 @@ class Gateway:
             cache_seconds=s.GATEWAY_ENTITLEMENT_CACHE_SECONDS,
             session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
             counters=ledger_counters,  # the demo seeds its counters from the ledger
+            method_rate=s.GATEWAY_METHOD_RATE_PER_MINUTE,
         )
         self.local = local
         self.redis: RedisLimiter | None = None
@@ -294,6 +297,7 @@ class Gateway:
                 session_ttl=s.GATEWAY_SESSION_TTL_SECONDS,
                 stream=s.GATEWAY_USAGE_STREAM,
                 counters=ledger_counters,  # lost quota/spend counters, on a cache miss
+                method_rate=s.GATEWAY_METHOD_RATE_PER_MINUTE,
             )
         self.deferred: deferred.RedisDeferred | deferred.LocalDeferred
         if self.redis is not None:
@@ -692,13 +696,13 @@ class _Call:
         for t in tools:
             if not isinstance(t, dict):
                 continue
-            price = self.ent.tool_unit_amount(str(t.get("name", "")))
-            if price is None:
-                continue  # the same predicate refuses the call (tool_unit_amount is None)
+            advert = advertised_price(self.ent, str(t.get("name", "")))
+            if advert is None:
+                continue  # billing.pricing refuses the call too (excluded or not covered)
             meta = t.get("_meta")
             if not isinstance(meta, dict):
                 meta = t["_meta"] = {}
-            meta[proxy.PRICE_KEY] = {"unit_amount": price, "currency": self.ent.currency}
+            meta[proxy.PRICE_KEY] = advert.meta()
             kept.append(t)
         message["result"]["tools"] = kept
         return None

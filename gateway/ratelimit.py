@@ -54,6 +54,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from billing.entitlements import Entitlement, ToolPrice
+from billing.pricing import REFUSED_QUOTA, REFUSED_TOOL, call_price
 from gateway.resp import RespClient
 
 if TYPE_CHECKING:
@@ -67,9 +68,11 @@ OK, MISS, INVALID, WRONG_LISTING, RATE_LIMITED, QUOTA, SPEND_CAP, EXCLUDED, SESS
 RESEED = 9  # miss path only: Redis lost counters this entitlement needs (seed from the ledger)
 UNAVAILABLE = 99  # ours: Redis is down and the request needs it (503)
 
-KIND_CALL = "call"  # tools/call: rate limit + quota + spend
-KIND_REQUEST = "req"  # other JSON-RPC requests and GET streams: rate limit only
-KIND_FREE = "free"  # notifications, responses, DELETE: no limits
+KIND_CALL = "call"  # tools/call: the plan's rate limit (per license) + quota + spend
+KIND_REQUEST = "req"  # other JSON-RPC requests and GET streams: the per-key method bucket
+KIND_FREE = "free"  # notifications, responses, DELETE: the per-key method bucket too
+# RateLimit-Policy names: the plan's tool-call limit, and GATEWAY_METHOD_RATE_PER_MINUTE.
+POLICY_CALLS, POLICY_METHODS = "tool-calls", "methods"
 
 _BREAKER_SECONDS = 1.0
 # A finished call's XADD waits at most this long to share a write with the next admission.
@@ -130,39 +133,48 @@ if sid ~= '' then
   redis.call('EXPIRE', sk, $session_ttl)
 end
 local kind = ARGV[3]
-local rl = tonumber(ent.rate_limit_per_minute) or 0
-local rk, new_tat, remaining, reset = nil, 0, -1, 0
-if kind ~= 'free' and rl > 0 then
-  rk = 'tb:rl:' .. id(ent.key_id) .. ':' .. id(ent.listing_id)
+-- The plan's limit counts tool calls of the license (all its keys); every other request
+-- (initialize, tools/list, pings, notifications, streams) has its own per-key bucket.
+local rl, rk = $method_rate, 'tb:rm:' .. id(ent.key_id) .. ':' .. id(ent.listing_id)
+if kind == 'call' then
+  rl = tonumber(ent.rate_limit_per_minute) or 0
+  rk = 'tb:rl:' .. id(ent.license_id) .. ':' .. id(ent.listing_id)
+end
+local new_tat, remaining, reset = 0, -1, 0
+if rl > 0 then
   local interval = 60 / rl
   local tat = tonumber(redis.call('GET', rk) or '0')
   if tat < now then tat = now end
   new_tat = tat + interval
   if new_tat - 60 > now + 0.001 then
-    return {4, raw, math.ceil(new_tat - 60 - now), rl, math.ceil(tat - now)}
+    local wait = math.ceil(new_tat - 60 - now)
+    return {4, raw, wait, rl, wait}
   end
   remaining = math.floor((now + 60 - new_tat) / interval + 1e-3)
   reset = math.ceil(new_tat - now)
+else
+  rk = nil
 end
 local amount, qleft, incr = 0, -1, {}
 if kind == 'call' then
-  local price = tonumber(ent.unit_amount) or 0
+  -- billing.pricing.call_price as a lookup over what billing resolved into the entitlement.
   local tp = ent.tool_prices[ARGV[4]]
   if type(tp) == 'table' then
     if tp.excluded then return {7, raw} end
-    price = tonumber(tp.unit_amount) or 0
+    amount = tonumber(tp.unit_amount) or 0
+  elseif ent.other_tools == false then
+    return {7, raw}
+  else
+    amount = tonumber(ent.unit_amount) or 0
   end
-  amount = price
   local qk, dk, mk
   if type(ent.included_calls) == 'number' then
     qk = 'tb:q:' .. id(ent.license_id) .. ':' .. id(ent.period_start)
     local used = tonumber(redis.call('GET', qk) or '0')
     if used < ent.included_calls then
       amount = 0
-    else
-      if ent.hard_cap then return {5, raw} end
-      local over = tonumber(ent.overage_unit_amount) or 0
-      if over > 0 then amount = over end
+    elseif ent.hard_cap then
+      return {5, raw}
     end
     qleft = math.max(ent.included_calls - used - 1, 0)
   end
@@ -232,6 +244,7 @@ class Admission:
     amount: int = 0  # minor units reserved for a tools/call
     quota_remaining: int | None = None
     rate_limit: int = 0  # per minute; 0 = none applied
+    rate_policy: str = POLICY_CALLS  # which bucket rate_limit/remaining/reset describe
     rate_remaining: int = -1
     rate_reset: int = 0
     retry_after: int = 0
@@ -366,9 +379,11 @@ class LocalLimiter:
         cache_seconds: float,
         session_ttl: int,
         counters: CountersLoader | None = None,
+        method_rate: int = 600,
     ):
         self._loader = loader
         self._counters_loader = counters
+        self._method_rate = method_rate
         self._seeded: set[str] = set()
         self._cache_seconds = cache_seconds
         self._session_ttl = session_ttl
@@ -440,22 +455,27 @@ class LocalLimiter:
         unseeded = any(n and n not in self._seeded for n in names)
         if load is not None and kind == KIND_CALL and paid_allowed and unseeded:
             await self._seed(load, ent, names, now)
-        adm = Admission(OK, ent, local=True)
-        rk, new_tat = "", 0.0
-        if kind != KIND_FREE and ent.rate_limit_per_minute > 0:
-            rl = ent.rate_limit_per_minute
+        policy = POLICY_CALLS if kind == KIND_CALL else POLICY_METHODS
+        adm = Admission(OK, ent, local=True, rate_policy=policy)
+        if kind == KIND_CALL:  # the plan's limit: tool calls of the license, all keys together
+            rl, rk = ent.rate_limit_per_minute, f"l{ent.license_id}:{ent.listing_id}"
+        else:  # everything else: a per-key bucket of its own
+            rl, rk = self._method_rate, f"k{ent.key_id}:{ent.listing_id}"
+        new_tat = 0.0
+        if rl > 0:
             interval = 60 / rl
-            rk = f"{ent.key_id}:{ent.listing_id}"
             tat = max(self._tat.get(rk, 0.0), now)
             new_tat = tat + interval
             if new_tat - 60 > now + 0.001:
+                wait = math.ceil(new_tat - 60 - now)
                 return Admission(
                     RATE_LIMITED,
                     ent,
                     rate_limit=rl,
                     rate_remaining=0,
-                    retry_after=math.ceil(new_tat - 60 - now),
-                    rate_reset=math.ceil(tat - now),
+                    retry_after=wait,
+                    rate_reset=wait,  # RateLimit's t: when the next request is allowed
+                    rate_policy=policy,
                     local=True,
                 )
             adm.rate_limit, adm.rate_remaining = (
@@ -463,20 +483,18 @@ class LocalLimiter:
                 math.floor((now + 60 - new_tat) / interval + 1e-3),
             )
             adm.rate_reset = math.ceil(new_tat - now)
+        else:
+            rk = ""
         if kind == KIND_CALL:
-            price = ent.tool_unit_amount(tool)
-            if price is None:
-                return Admission(EXCLUDED, ent, local=True)
-            amount, reserved = price, []
             qk, dk, mk = names
+            used = self._counters.get(qk, 0) if ent.included_calls is not None else 0
+            price = call_price(ent, tool, used)
+            if price.refused == REFUSED_TOOL:
+                return Admission(EXCLUDED, ent, local=True)
+            if price.refused == REFUSED_QUOTA:
+                return Admission(QUOTA, ent, local=True)
+            amount, reserved = price.amount, []
             if ent.included_calls is not None:
-                used = self._counters.get(qk, 0)
-                if used < ent.included_calls:
-                    amount = 0
-                elif ent.hard_cap:
-                    return Admission(QUOTA, ent, local=True)
-                elif ent.overage_unit_amount > 0:
-                    amount = ent.overage_unit_amount
                 adm.quota_remaining = max(ent.included_calls - used - 1, 0)
                 reserved.append((qk, 1))
             if (amount > 0 or ent.included_calls is not None) and not paid_allowed:
@@ -526,6 +544,8 @@ class RedisLimiter:
         session_ttl: int,
         stream: str,
         counters: CountersLoader | None = None,
+        method_rate: int = 600,
+        stale_seconds: int = 0,
     ) -> None:
         self.client = client
         self.local = local
@@ -541,6 +561,7 @@ class RedisLimiter:
                 session_ttl=int(session_ttl),
                 quota_ttl=_QUOTA_TTL,
                 day_ttl=_DAY_TTL,
+                method_rate=max(0, int(method_rate)),
             )
         )
         self._record = client.script(_RECORD_LUA)
@@ -636,6 +657,7 @@ class RedisLimiter:
                 args[9:] = ["=", got.calls, got.spent_today, got.spent_month]
                 reply = await self._admit(args)
         verdict = int(reply[0])
+        policy = POLICY_CALLS if kind == KIND_CALL else POLICY_METHODS
         if verdict in (INVALID, WRONG_LISTING, MISS):
             return Admission(INVALID if verdict == MISS else verdict)
         ent = self._memo.get(reply[1])
@@ -651,9 +673,10 @@ class RedisLimiter:
                 rate_remaining=int(reply[4]),
                 rate_reset=int(reply[5]),
                 rate_limit=int(reply[6]) if reply[4] >= 0 else 0,
+                rate_policy=policy,
                 reserved=reserved,
             )
-        adm = Admission(verdict, ent)
+        adm = Admission(verdict, ent, rate_policy=policy)
         if verdict == RATE_LIMITED:
             adm.retry_after, adm.rate_limit = int(reply[2]), int(reply[3])
             adm.rate_remaining, adm.rate_reset = 0, int(reply[4])

@@ -150,8 +150,10 @@ timeouts and refused calls cost nothing.
 
 ## Limits
 
-- Each plan has a rate limit in calls per minute; over it the gateway answers HTTP 429 with a \
-`Retry-After` header (seconds) and a JSON-RPC error: wait that long, then retry.
+- Each plan has a rate limit in tool calls per minute, shared by all keys of a license; \
+`initialize`, `tools/list`, pings and notifications do not count (they have a separate, \
+generous per-key limit). Over it the gateway answers HTTP 429 with a `Retry-After` header \
+(seconds) and a JSON-RPC error: wait that long, then retry.
 - A plan's monthly call allowance, or a spend cap set on the key, also answers 429 once reached.
 - A missing, revoked or expired key gets 401; a deprecated or deleted listing may stop working.
 - HTTP 503 with `Retry-After` means metering is briefly unavailable: retry after that delay.
@@ -195,15 +197,16 @@ def _plan_markdown(plan: PlanOffer, *, with_tools: bool = False) -> list[str]:
         f"### {md_text(plan.name, max_length=100)} ({plan.kind_label})",
         "",
         f"- Price: {plan.price}",
-        f"- Rate limit: {count_format(plan.rate_limit_per_minute)} calls per minute",
+        f"- Rate limit: {count_format(plan.rate_limit_per_minute)} tool calls per minute for"
+        " the license, all its keys together (initialize, tools/list, pings and notifications"
+        " do not count)",
     ]
     if plan.tool_prices and not with_tools:
         lines.append("- Per-tool prices:")
         lines.extend(
             f"  - {md_code(tp.tool, max_length=128)}: {tp.price}" for tp in plan.tool_prices
         )
-        if plan.kind in ("per_call", "subscription"):
-            lines.append("  - every other tool: the plan's price above")
+        lines.append(f"  - every other tool: {plan.other_tools_price}")
     if plan.buy_url:
         verb = "Get it free" if plan.is_free else "Buy"
         lines.append(f"- {verb}: [{plan.buy_url}]({plan.buy_url}) (plan id {plan.id})")

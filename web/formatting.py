@@ -7,6 +7,7 @@ headings or GFM autolinks to an agent's context. Only URLs we build ourselves be
 
 import re
 
+from billing.pricing import ToolAdvert
 from common.text import clean_text
 
 # ISO 4217 currencies whose minor unit is not 1/100 (Stripe's list of zero-decimal and
@@ -82,38 +83,22 @@ def plan_price_summary(
     return ", ".join(parts)
 
 
-def tool_price_text(*, unit_amount: int, excluded: bool, currency: str) -> str:
-    if excluded:
+def tool_plan_price_text(*, advert: ToolAdvert | None, kind: str) -> str:
+    """What one call to a tool costs on a plan, in words, from `billing.pricing.advertised_price`
+    (the numbers tools/list and receipts use): not available; included calls first; then the
+    tool's price, or refused past a hard cap."""
+    if advert is None:
         return "not available on this plan"
-    if unit_amount == 0:
-        return "free"
-    return f"{money_format(amount=unit_amount, currency=currency)} per call"
-
-
-def tool_plan_price_text(
-    *,
-    unit_amount: int | None,
-    kind: str,
-    currency: str,
-    included_calls: int | None,
-    hard_cap: bool,
-    overage_amount: int,
-) -> str:
-    """What one call to a tool costs on a plan, following the gateway's admission rule: excluded
-    (None) is refused; calls inside the monthly allowance cost nothing; past it a hard cap
-    refuses, else the overage price applies when set, else the tool's price."""
-    if unit_amount is None:
-        return "not available on this plan"
-    if included_calls is not None:
-        if hard_cap:
+    money = money_format(amount=advert.unit_amount, currency=advert.currency)
+    if advert.included_calls is not None:
+        if advert.hard_cap:
             return "included (within the plan's monthly calls)"
-        after = overage_amount if overage_amount > 0 else unit_amount
-        if after > 0:
-            return f"included, then {money_format(amount=after, currency=currency)} per call"
-        return "included"
-    if unit_amount == 0:
+        if advert.unit_amount > 0:
+            return f"included, then {money} per call"
+        return "free"
+    if advert.unit_amount == 0:
         return "included" if kind in ("one_time", "subscription") else "free"
-    return f"{money_format(amount=unit_amount, currency=currency)} per call"
+    return f"{money} per call"
 
 
 # Markdown: every ASCII character that can start or end an inline construct (emphasis, code,

@@ -158,7 +158,11 @@ class ToolPricesField(forms.CharField):
 
 TOOL_PRICES_HELP = (
     "Optional, per tool: name=price, name=free or name=excluded, separated by commas. "
-    "Other tools cost the plan's per-call price."
+    "Prices apply to pay-per-call plans, and to subscriptions past their included calls "
+    "(overage); free tiers, one-time licenses and capped subscriptions take only free or "
+    "excluded. Calls within the included calls cost nothing. Other tools your server lists now "
+    "cost the plan's per-call or overage price; a tool it starts listing later is refused "
+    "until you save the prices again."
 )
 
 
@@ -175,7 +179,11 @@ class PlanCreateForm(forms.Form):
     included_calls = forms.IntegerField(label="Included calls a month", required=False, min_value=0)
     hard_cap = forms.BooleanField(label="Stop at the included calls (no overage)", required=False)
     rate_limit_per_minute = forms.IntegerField(
-        label="Rate limit (calls a minute)",
+        label="Rate limit (tool calls a minute)",
+        help_text=(
+            "Per license, all its keys together. Only tool calls count: initialize, "
+            "tools/list, pings and notifications have their own generous per-key limit."
+        ),
         min_value=1,
         max_value=RATE_LIMIT_MAX_PER_MINUTE,
         initial=60,

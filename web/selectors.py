@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from billing.entitlements import Entitlement
+from billing.pricing import advertised_price
 from billing.selectors import plan_entitlement_terms, plan_price_latest, plans_for_listing
 from common.exceptions import NotFoundError
 from gateway.models import HostedUpstream
@@ -32,7 +33,6 @@ from web.formatting import (
     PLAN_KIND_LABELS,
     plan_price_summary,
     tool_plan_price_text,
-    tool_price_text,
 )
 
 if TYPE_CHECKING:
@@ -116,28 +116,26 @@ class PlanOffer:
     tool_prices: list[ToolPriceOffer]
     buy_url: str | None
     # What a key on this plan would be entitled to (no key or license: ids are 0), so a tool's
-    # price here comes from the gateway's own predicate, Entitlement.tool_unit_amount.
+    # price here comes from the gateway's own rule, billing.pricing.advertised_price.
     terms: Entitlement = field(repr=False, compare=False)
 
     @property
     def is_free(self) -> bool:
         return self.kind == "free"
 
+    @property
+    def other_tools_price(self) -> str:
+        """Words for a tool the plan does not name ("" is never a tool's name)."""
+        return self.tool_price("").price
+
     def tool_price(self, tool: str) -> ToolPlanPrice:
-        amount = self.terms.tool_unit_amount(tool)
+        advert = advertised_price(self.terms, tool)
         return ToolPlanPrice(
             plan_id=self.id,
             plan_name=self.name,
-            available=amount is not None,
-            unit_amount=amount,
-            price=tool_plan_price_text(
-                unit_amount=amount,
-                kind=self.kind,
-                currency=self.currency,
-                included_calls=self.terms.included_calls,
-                hard_cap=self.terms.hard_cap,
-                overage_amount=self.terms.overage_unit_amount,
-            ),
+            available=advert is not None,
+            unit_amount=None if advert is None else advert.unit_amount,
+            price=tool_plan_price_text(advert=advert, kind=self.kind),
         )
 
 
@@ -190,20 +188,16 @@ def hosted_listing_ids(*, listing_ids: list[int]) -> set[int]:
 
 def _plan_offer(plan: Plan) -> PlanOffer:
     price = plan_price_latest(plan=plan)
+    terms = plan_entitlement_terms(plan=plan, price=price)
     tool_prices = []
-    for tool, spec in sorted((price.tool_prices or {}).items()):
-        if not isinstance(spec, dict):
-            continue
-        amount = int(spec.get("unit_amount", 0) or 0)
-        excluded = bool(spec.get("excluded", False))
+    for tool in sorted(terms.tool_prices):
+        advert = advertised_price(terms, tool)
         tool_prices.append(
             ToolPriceOffer(
-                tool=str(tool),
-                unit_amount=amount,
-                excluded=excluded,
-                price=tool_price_text(
-                    unit_amount=amount, excluded=excluded, currency=plan.currency
-                ),
+                tool=tool,
+                unit_amount=0 if advert is None else advert.unit_amount,
+                excluded=advert is None,
+                price=tool_plan_price_text(advert=advert, kind=plan.kind),
             )
         )
     return PlanOffer(
@@ -229,7 +223,7 @@ def _plan_offer(plan: Plan) -> PlanOffer:
         ),
         tool_prices=tool_prices,
         buy_url=named_url("billing:buy", plan.pk),
-        terms=plan_entitlement_terms(plan=plan, price=price),
+        terms=terms,
     )
 
 

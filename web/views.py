@@ -455,6 +455,7 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
                         hard_cap=data["hard_cap"],
                         rate_limit_per_minute=data["rate_limit_per_minute"],
                         tool_prices=data["tool_prices"] or None,
+                        tools=_discovered_tools(listing),
                     )
                 except ApplicationError as exc:
                     plan_form.add_error(None, exc.message)
@@ -485,6 +486,15 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
     }
     status = 400 if request.method == "POST" else 200
     return render(request, "web/creator_listing.html", context, status=status)
+
+
+def _discovered_tools(listing: Listing) -> list[str] | None:
+    """The tool names the creator sees on this page: the ones a saved price covers at the plan's
+    default (a tool the upstream lists later is refused until the next save; billing.pricing).
+    None when none were discovered yet."""
+    raw = HostedUpstream.objects.filter(listing=listing).values_list("tools", flat=True).first()
+    names = [t["name"] for t in raw or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    return names or None
 
 
 def _plan_action(
@@ -522,6 +532,7 @@ def _plan_action(
                 per_call_amount=data["per_call_amount"] or 0,
                 overage_amount=data["overage_amount"] or 0,
                 tool_prices=data["tool_prices"],
+                tools=_discovered_tools(listing),
             )
             if price.effective_at > timezone.now():
                 messages.success(

@@ -26,6 +26,7 @@ from billing.models import (
     PlanKind,
     PlanPrice,
 )
+from billing.pricing import tool_price_refusal
 from billing.services.creators import listing_require_owned
 from billing.services.licenses import invalidate_licenses_on_commit, invalidate_plan_on_commit
 from common.exceptions import ApplicationError
@@ -57,6 +58,29 @@ def _clean_tool_prices(tool_prices: dict[str, Any] | None) -> dict[str, dict[str
     return cleaned
 
 
+def _validate_tool_prices(
+    *, kind: str, hard_cap: bool, included_calls: int | None, tool_prices: dict[str, Any]
+) -> None:
+    """Per-tool prices only where a call can be charged (billing.pricing): a price on a free
+    tier, a one-time license or a hard-capped subscription would be shown and never collected."""
+    refusal = tool_price_refusal(
+        kind=kind, hard_cap=hard_cap, included_calls=included_calls, tool_prices=tool_prices
+    )
+    if refusal:
+        raise ApplicationError(refusal)
+
+
+def _clean_tools(tools: list[str] | None, tool_prices: dict[str, Any]) -> list[str] | None:
+    """The tools a price version covers: the upstream's tools the creator saw when saving,
+    plus the priced ones; None when no tool was known (the default then covers every tool)."""
+    if tools is None:
+        return None
+    names = {t for t in tools if isinstance(t, str) and 0 < len(t) <= 128} | set(tool_prices)
+    if len(names) > MAX_TOOL_PRICES:
+        raise ApplicationError("Too many tools.")
+    return sorted(names)
+
+
 def _validate_amounts(
     *,
     kind: str,
@@ -77,6 +101,10 @@ def _validate_amounts(
             raise ApplicationError("A subscription costs at least 50 minor units a month.")
         if not hard_cap and included_calls is not None and overage_amount <= 0:
             raise ApplicationError("Set an overage price per call, or a hard cap.")
+        if overage_amount and (hard_cap or included_calls is None):
+            # Overage is charged only past included calls on an uncapped plan (billing.pricing);
+            # anywhere else it would be shown and never charged.
+            raise ApplicationError("An overage price needs included calls and no hard cap.")
     if kind == PlanKind.PER_CALL and per_call_amount <= 0:
         raise ApplicationError("A pay-per-call plan needs a price per call.")
 
@@ -109,11 +137,14 @@ def plan_create(
     hard_cap: bool = False,
     rate_limit_per_minute: int = 60,
     tool_prices: dict[str, Any] | None = None,
+    tools: list[str] | None = None,
 ) -> Plan:
     """A new plan with its first price version, for a listing the user owns.
 
     All-or-nothing (plan + price + facet in one transaction); the Stripe objects are created on
     commit by `plan_stripe_sync_task` (and again, idempotently, at checkout if still missing).
+    `tools`: the upstream's tool names the creator saw (the default price covers only these and
+    the priced ones; billing.pricing). Non-zero tool prices only on plans that charge per call.
     """
     listing_require_owned(user=user, listing=listing)
     if kind not in PlanKind.values:
@@ -127,6 +158,10 @@ def plan_create(
         overage_amount=overage_amount,
         hard_cap=hard_cap,
         included_calls=included_calls,
+    )
+    cleaned_tools = _clean_tool_prices(tool_prices)
+    _validate_tool_prices(
+        kind=kind, hard_cap=hard_cap, included_calls=included_calls, tool_prices=cleaned_tools
     )
     with transaction.atomic():
         plan = Plan(
@@ -149,7 +184,8 @@ def plan_create(
             unit_amount=unit_amount,
             per_call_amount=per_call_amount,
             overage_amount=overage_amount,
-            tool_prices=_clean_tool_prices(tool_prices),
+            tool_prices=cleaned_tools,
+            tools=_clean_tools(tools, cleaned_tools),
             effective_at=timezone.now(),
         )
         _price_models_refresh(listing_id=listing.pk)
@@ -192,6 +228,14 @@ def plan_update(
             locked.hard_cap = hard_cap
         if active is not None:
             locked.active = active
+        current = PlanPrice.objects.filter(plan=locked).order_by("-version").first()
+        if current is not None:
+            _validate_tool_prices(
+                kind=locked.kind,
+                hard_cap=locked.hard_cap,
+                included_calls=locked.included_calls,
+                tool_prices=current.tool_prices or {},
+            )
         locked.full_clean()
         locked.save()
         _price_models_refresh(listing_id=locked.listing_id)
@@ -207,11 +251,13 @@ def plan_price_change(
     per_call_amount: int | None = None,
     overage_amount: int | None = None,
     tool_prices: dict[str, Any] | None = None,
+    tools: list[str] | None = None,
 ) -> PlanPrice:
     """A new price version. New buyers pay it at once. Existing licenses move to it at once if
     nothing got dearer, else after PRICE_INCREASE_NOTICE_DAYS (`plan_prices_apply_due`).
 
-    Holds the plan lock so two edits get consecutive version numbers.
+    Holds the plan lock so two edits get consecutive version numbers. `tools` replaces the
+    list of covered tools (None keeps the current one).
     """
     listing_require_owned(user=user, listing=plan.listing)
     with transaction.atomic():
@@ -221,12 +267,20 @@ def plan_price_change(
         new_tools = (
             _clean_tool_prices(tool_prices) if tool_prices is not None else current.tool_prices
         )
+        covered = current.tools if tools is None else tools
         new = PlanPrice(
             plan=locked,
             version=current.version + 1,
             unit_amount=current.unit_amount if unit_amount is None else unit_amount,
             per_call_amount=current.per_call_amount if per_call_amount is None else per_call_amount,
             overage_amount=current.overage_amount if overage_amount is None else overage_amount,
+            tool_prices=new_tools,
+            tools=_clean_tools(covered, new_tools),
+        )
+        _validate_tool_prices(
+            kind=locked.kind,
+            hard_cap=locked.hard_cap,
+            included_calls=locked.included_calls,
             tool_prices=new_tools,
         )
         _validate_amounts(
@@ -264,6 +318,8 @@ def _is_increase(*, old: PlanPrice, new: PlanPrice) -> bool:
         )
     ):
         return True
+    if old.tools is not None and new.tools is not None and set(old.tools) - set(new.tools):
+        return True  # a tool no longer covered is refused: a worse deal
     for tool, spec in new.tool_prices.items():
         before = old.tool_prices.get(tool)
         old_amount = before["unit_amount"] if before else old.per_call_amount

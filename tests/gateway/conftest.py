@@ -196,6 +196,8 @@ def seed_key(redis_client: object) -> Callable[..., str]:
 
         if "key_id" not in overrides:
             overrides["key_id"] = next(_key_ids)
+        # A key of its own license (the plan's rate limit and quota are the license's).
+        overrides.setdefault("license_id", overrides["key_id"])
         listing_id = Listing.objects.filter(name=name).values_list("pk", flat=True).first()
         overrides.setdefault("listing_id", listing_id or 1)
         ent = entitlement(name, **overrides)
@@ -213,7 +215,9 @@ def seed_private(port: int, name: str, **overrides: object) -> str:
     import redis
 
     raw = key_generate(live=False)
-    ent = entitlement(name, key_id=next(_key_ids), **overrides)
+    key_id = next(_key_ids)
+    overrides.setdefault("license_id", key_id)
+    ent = entitlement(name, key_id=key_id, **overrides)
     client = redis.Redis(port=port)
     client.set(f"tb:ent:{key_hash(raw)}", json.dumps(asdict(ent)), ex=600)
     client.close()

@@ -3,7 +3,9 @@
 import time
 
 import pytest
+from django.conf import settings
 
+from billing.entitlements import ToolPrice
 from gateway.proxy import RECEIPT_KEY
 from tests.gateway.conftest import MCP_PORT, post, rpc
 
@@ -18,23 +20,43 @@ def test_rate_limit_429_shape(gateway, hosted, seed_key):
     name = hosted()
     key = seed_key(name, rate_limit_per_minute=2)
     first = call(gateway, name, key, rid=1)
-    assert first.headers["ratelimit-policy"] == '"per-key";q=2;w=60'
-    assert first.headers["ratelimit"].startswith('"per-key";r=1;')
+    assert first.headers["ratelimit-policy"] == '"tool-calls";q=2;w=60'
+    assert first.headers["ratelimit"].startswith('"tool-calls";r=1;')
     assert call(gateway, name, key, rid=2).status_code == 200
     limited = call(gateway, name, key, rid="abc")
     assert limited.status_code == 429
-    assert 1 <= int(limited.headers["retry-after"]) <= 30
-    assert limited.headers["ratelimit-policy"] == '"per-key";q=2;w=60'
-    assert limited.headers["ratelimit"].startswith('"per-key";r=0;')
+    retry = int(limited.headers["retry-after"])
+    assert 1 <= retry <= 30
+    assert limited.headers["ratelimit-policy"] == '"tool-calls";q=2;w=60'
+    assert limited.headers["ratelimit"] == f'"tool-calls";r=0;t={retry}'  # t agrees
     body = limited.json()
     assert body["id"] == "abc"
     assert body["error"]["code"] == -32029
-    assert body["error"]["data"]["retry_after"] == int(limited.headers["retry-after"])
-    # Notifications are not requests: they pass while the key is limited.
+    assert body["error"]["data"]["retry_after"] == retry
+    # Other methods are not tool calls: they pass while the license is limited, counted in
+    # their own per-key bucket.
     note = post(gateway, name, {"jsonrpc": "2.0", "method": "notifications/initialized"}, key)
     assert note.status_code == 202
-    # Another key of the same listing has its own budget.
+    listed = post(gateway, name, rpc("tools/list", {}, 9), key)
+    assert listed.status_code == 200
+    assert listed.headers["ratelimit-policy"] == '"methods";q=600;w=60'
+    # Another key of the same license shares the plan's limit; another license has its own.
+    same = seed_key(name, rate_limit_per_minute=2, license_id=license_of(key))
+    assert call(gateway, name, same).status_code == 429
     assert call(gateway, name, seed_key(name, rate_limit_per_minute=2)).status_code == 200
+
+
+def license_of(raw: str) -> int:
+    import redis
+
+    from billing.keys import key_hash
+    from gateway.ratelimit import entitlement_from_json
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        return entitlement_from_json(client.get(f"tb:ent:{key_hash(raw)}")).license_id
+    finally:
+        client.close()
 
 
 def test_quota_hard_cap_counts_only_billable_calls(gateway, hosted, seed_key):
@@ -64,12 +86,21 @@ def test_quota_hard_cap_counts_only_billable_calls(gateway, hosted, seed_key):
 
 def test_overage_is_billed_past_included_calls(gateway, hosted, seed_key):
     name = hosted()
-    key = seed_key(name, included_calls=1, hard_cap=False, overage_unit_amount=9)
+    key = seed_key(
+        name,
+        plan_kind="subscription",
+        included_calls=1,
+        hard_cap=False,
+        unit_amount=9,  # billing resolves a default tool's price to the overage price
+        overage_unit_amount=9,
+        tool_prices={"headers": ToolPrice(unit_amount=0)},
+    )
     amounts = [
-        call(gateway, name, key, rid=i).json()["result"]["_meta"][RECEIPT_KEY]["amount"]
-        for i in range(3)
+        call(gateway, name, key, tool, rid=i).json()["result"]["_meta"][RECEIPT_KEY]["amount"]
+        for i, tool in enumerate(["ok", "ok", "headers"])
     ]
-    assert amounts == [0, 9, 9]
+    # Past the included call a tool's own price wins over the overage price (a free one is 0).
+    assert amounts == [0, 9, 0]
 
 
 def test_spend_caps(gateway, hosted, seed_key):

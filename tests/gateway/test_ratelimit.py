@@ -52,10 +52,10 @@ async def _admit(limiter, kind, tool, now):
 
 
 SCENARIOS = {
-    "rate": (
+    "rate": (  # the plan's limit counts tool calls only; other requests pass
         {"rate_limit_per_minute": 3},
-        [(KIND_REQUEST, "")] * 3 + [(KIND_CALL, "a"), (KIND_FREE, "")],
-        [OK, OK, OK, RATE_LIMITED, OK],
+        [(KIND_REQUEST, "")] * 5 + [(KIND_CALL, "a")] * 4 + [(KIND_FREE, ""), (KIND_REQUEST, "")],
+        [OK] * 5 + [OK, OK, OK, RATE_LIMITED, OK, OK],
     ),
     "quota": (
         {"included_calls": 2, "hard_cap": True},
@@ -130,7 +130,7 @@ def test_gcra_refills_over_time(settings, redis_client):
         for limiter in (local, shared):
             got = []
             for t in [now] * 61 + [now + 0.5, now + 1.01]:
-                adm = await _admit(limiter, KIND_REQUEST, "", t)
+                adm = await _admit(limiter, KIND_CALL, "a", t)
                 got.append((adm.verdict, adm.retry_after))
             verdicts.append(got)
         await client.aclose()

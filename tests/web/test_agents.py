@@ -104,7 +104,7 @@ def test_listing_markdown_shows_gateway_plans_prices_and_how_to_buy(client, shop
     assert "  - `admin_reset`: not available on this plan" in text
     assert "### Pro (Subscription)" in text
     assert "- Price: $5.00 per month, 1,000 calls a month included, then $0.02 per call" in text
-    assert "- Rate limit: 120 calls per minute" in text
+    assert "- Rate limit: 120 tool calls per minute for the license, all its keys" in text
     assert f"- Get it free: [{site}/billing/buy/{shop.free.pk}]" in text
     assert f"- Buy: [{site}/billing/buy/{shop.per_call.pk}]" in text
     # How to buy, versions, remotes, packages.

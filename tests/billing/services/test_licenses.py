@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from billing import keys
 from billing.models import ApiKey, LicenseEvent, LicenseStatus
+from billing.pricing import REFUSED_TOOL, CallPrice, call_price
 from billing.selectors import entitlement_get_by_key_hash
 from billing.services.licenses import (
     ENTITLEMENT_CACHE_PREFIX,
@@ -52,9 +53,9 @@ def test_entitlement_is_one_query_and_carries_the_plan(django_assert_num_queries
     assert ent is not None
     assert (ent.key_id, ent.license_id, ent.plan_kind) == (key.pk, lic.pk, "per_call")
     assert ent.listing_name == lic.listing.name
-    assert ent.tool_unit_amount("anything") == 7
-    assert ent.tool_unit_amount("free_tool") == 0
-    assert ent.tool_unit_amount("hidden") is None
+    assert call_price(ent, "anything", 0) == CallPrice(7)
+    assert call_price(ent, "free_tool", 0) == CallPrice(0)
+    assert call_price(ent, "hidden", 0).refused == REFUSED_TOOL
     assert ent.daily_spend_cap == 500
     assert ent.rate_limit_per_minute == 60
 
