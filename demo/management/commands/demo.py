@@ -1,12 +1,15 @@
 """`make demo`: the whole marketplace in one process on embedded defaults.
 
 Starts the fake Stripe (its own loopback port, state kept in var/), the demo MCP upstream, seeds
-demo data, then serves the site (pages, API, gateway) over ASGI with uvicorn.
+demo data, then serves the site (pages, API, gateway) over ASGI with uvicorn. Without a
+Celery beat, a thread sends the usage meter reports to the fake Stripe as beat would.
 """
 
+import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -15,9 +18,26 @@ from typing import Any
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
 
 from demo.services import demo_seed
 from fakes.stripe.server import FakeStripeServer
+
+logger = logging.getLogger(__name__)
+REPORT_EVERY_SECONDS = 10.0  # beat's cadence for usage_report_task
+
+
+def _report_usage_forever(stop: threading.Event) -> None:
+    """What beat does in production: seal finished minutes and send their meter events."""
+    from gateway.services import usage_report
+
+    while not stop.wait(REPORT_EVERY_SECONDS):
+        try:
+            usage_report()
+        except Exception:  # the next round retries; the demo must keep serving
+            logger.exception("demo.usage_report_failed")
+        finally:
+            close_old_connections()
 
 
 def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
@@ -60,6 +80,7 @@ class Command(BaseCommand):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        reporter_stop = threading.Event()
         try:
             _wait_for_port("127.0.0.1", opts["upstream_port"])
             info = demo_seed(
@@ -68,6 +89,9 @@ class Command(BaseCommand):
             )
             self._banner(site, fake.base_url, info)
             if not opts["seed_only"]:
+                threading.Thread(
+                    target=_report_usage_forever, args=(reporter_stop,), daemon=True
+                ).start()
                 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
                 uvicorn.run(
                     "config.asgi:application",
@@ -76,6 +100,7 @@ class Command(BaseCommand):
                     log_level="warning",
                 )
         finally:
+            reporter_stop.set()
             upstream.terminate()
             upstream.wait(5)
             fake.stop()
