@@ -298,6 +298,7 @@ class Gateway:
                 stream=s.GATEWAY_USAGE_STREAM,
                 counters=ledger_counters,  # lost quota/spend counters, on a cache miss
                 method_rate=s.GATEWAY_METHOD_RATE_PER_MINUTE,
+                stale_seconds=s.GATEWAY_STALE_ENTITLEMENT_SECONDS,  # PostgreSQL outages
             )
         self.deferred: deferred.RedisDeferred | deferred.LocalDeferred
         if self.redis is not None:

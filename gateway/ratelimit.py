@@ -531,6 +531,85 @@ class LocalLimiter:
                 self._counters[name] = self._counters.get(name, 0) + value
 
 
+STALE_PREFIX = "tb:ents:"  # billing deletes it with the cache entry (entitlement_cache_invalidate)
+# After PostgreSQL failed a miss, keys with a stale copy skip it this long (then one probe).
+_DB_BREAKER_SECONDS = 1.0
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a lost stale write only shortens the outage window; never raise
+
+
+class StaleEntitlements:
+    """Last-known entitlements for a PostgreSQL outage; the miss path's alone (the warm path
+    never sees it: no extra round trip, no per-call CPU).
+
+    Each entitlement PostgreSQL returns on a cache miss is also kept as `tb:ents:<key hash>` for
+    `stale_seconds - cache_seconds`, written in the same pipelined write as the admission that
+    follows. When PostgreSQL cannot answer a miss, that copy stands in and is re-cached for one
+    cache TTL, so a key is served at most `stale_seconds` after PostgreSQL last confirmed it,
+    and is refused (503) after that. A key PostgreSQL no longer returns (revoked, expired,
+    unknown) loses its copy on that miss, and billing deletes it with the cache entry, so a
+    revocation made before the outage holds. After a failed read, keys with a copy skip
+    PostgreSQL for `_DB_BREAKER_SECONDS`, then one request probes it while the others keep
+    using their copies: an outage costs one request GATEWAY_DB_TIMEOUT per probe, not every
+    miss. `stale_seconds <= cache_seconds` turns it off.
+    """
+
+    def __init__(self, client: RespClient, *, cache_seconds: int, stale_seconds: int) -> None:
+        self.client = client
+        self.ttl = int(stale_seconds) - int(cache_seconds)
+        self._db_down_until = 0.0
+        self._db_failed = False
+
+    async def load(
+        self, key_hash: str, loader: EntitlementLoader, now: float
+    ) -> tuple[Entitlement | None, str | bytes, bool]:
+        """The entitlement for a cache miss, its JSON for the admission script (`_NEGATIVE`
+        for none) and whether it is the stale copy. Raises StoreUnavailable when PostgreSQL
+        cannot answer and there is no copy young enough."""
+        if self.ttl > 0 and now < self._db_down_until:
+            raw = await self._copy(key_hash)
+            if raw is not None:
+                return entitlement_from_json(raw), raw, True
+        elif self._db_failed:  # half-open: this request probes, the others use their copies
+            self._db_down_until = now + float(settings.GATEWAY_DB_TIMEOUT)
+        try:
+            ent = await loader(key_hash)
+        except StoreUnavailable:
+            self._db_failed = True
+            self._db_down_until = time.time() + _DB_BREAKER_SECONDS
+            raw = await self._copy(key_hash)
+            if raw is None:
+                raise
+            logger.warning("gateway.entitlement_stale")
+            return entitlement_from_json(raw), raw, True
+        self._db_failed, self._db_down_until = False, 0.0
+        text = None if ent is None else entitlement_to_json(ent)
+        self._keep(key_hash, text)
+        return ent, text or _NEGATIVE, False
+
+    async def _copy(self, key_hash: str) -> bytes | None:
+        if self.ttl <= 0:
+            return None
+        raw: bytes | None = await self.client.call("GET", STALE_PREFIX + key_hash)
+        return raw
+
+    def _keep(self, key_hash: str, text: str | None) -> None:
+        """Rides the admission's write (deferred); None forgets the copy."""
+        if self.ttl <= 0:
+            return
+        args: tuple[Any, ...] = ("DEL", STALE_PREFIX + key_hash)
+        if text is not None:
+            args = ("SET", STALE_PREFIX + key_hash, text, "EX", self.ttl)
+        try:
+            fut = self.client.defer(*args, delay=_RECORD_DELAY)
+        except REDIS_FAILURES:
+            return
+        fut.add_done_callback(_consume)
+
+
 class RedisLimiter:
     """The shared implementation: one EVALSHA per admission (gateway.resp), Redis-wide state."""
 
@@ -566,6 +645,9 @@ class RedisLimiter:
         )
         self._record = client.script(_RECORD_LUA)
         self._memo = _Memo()
+        self._stale = StaleEntitlements(
+            client, cache_seconds=cache_seconds, stale_seconds=stale_seconds
+        )
         self._down_until = 0.0
         self._tasks: set[asyncio.Future[None]] = set()
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -647,13 +729,21 @@ class RedisLimiter:
         ]
         reply = await self._admit(args)
         if reply[0] == MISS:
-            ent = await self._loader(key_hash)
-            args.append(_NEGATIVE if ent is None else entitlement_to_json(ent))
+            ent, text, stale = await self._stale.load(key_hash, self._loader, now)
+            args.append(text)
             if ent is not None and self._counters_loader is not None:
                 args.append("?")  # the script reports counters Redis lost (RESEED)
             reply = await self._admit(args)
             if reply[0] == RESEED and ent is not None and self._counters_loader is not None:
-                got = await self._ledger(self._counters_loader, ent, now)
+                try:
+                    if stale:  # only the ledger knows the lost counters, and it cannot answer
+                        raise StoreUnavailable("counters lost while PostgreSQL is unavailable")
+                    got = await self._ledger(self._counters_loader, ent, now)
+                except StoreUnavailable:
+                    # The script cached the entitlement before it asked for counters; the
+                    # warm path must not find it and spend from zero.
+                    await self.client.call("DEL", "tb:ent:" + key_hash)
+                    raise
                 args[9:] = ["=", got.calls, got.spent_today, got.spent_month]
                 reply = await self._admit(args)
         verdict = int(reply[0])

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENTITLEMENT_CACHE_PREFIX = "tb:ent:"
+# The gateway's stale copy for PostgreSQL outages (gateway.ratelimit.StaleEntitlements).
+ENTITLEMENT_STALE_PREFIX = "tb:ents:"
 USABLE_FOR_NEW_KEYS = (LicenseStatus.ACTIVE, LicenseStatus.PAST_DUE)
 
 
@@ -52,7 +54,8 @@ def _redis(url: str) -> redis.Redis:
 
 
 def entitlement_cache_invalidate(*, key_hashes: list[str]) -> None:
-    """Delete the gateway's cached entitlements `tb:ent:<key_hash>`.
+    """Delete the gateway's cached entitlements `tb:ent:<key_hash>` and their stale copies
+    `tb:ents:<key_hash>` (so a key revoked before a PostgreSQL outage is not served in it).
 
     Called on commit after any change to a key, license or plan. Idempotent (DEL of a missing key
     is a no-op). If Redis is down the cache's short TTL bounds how long a stale entry lives, so a
@@ -61,7 +64,8 @@ def entitlement_cache_invalidate(*, key_hashes: list[str]) -> None:
     if not key_hashes or not settings.REDIS_URL:
         return
     try:
-        _redis(settings.REDIS_URL).delete(*[ENTITLEMENT_CACHE_PREFIX + h for h in key_hashes])
+        prefixes = (ENTITLEMENT_CACHE_PREFIX, ENTITLEMENT_STALE_PREFIX)
+        _redis(settings.REDIS_URL).delete(*[p + h for h in key_hashes for p in prefixes])
     except redis.RedisError:
         logger.warning("billing.entitlement_cache_invalidate_failed", extra={"n": len(key_hashes)})
 

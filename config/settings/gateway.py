@@ -27,6 +27,10 @@ GATEWAY_DB_TIMEOUT = max(env_float("GATEWAY_DB_TIMEOUT", 3.0), 0.1)
 # How long a key's entitlement is cached (Redis and each process): a revoked key stops
 # working within it. At least 1: Redis refuses a 0 s expiry, and the cache is the hot path.
 GATEWAY_ENTITLEMENT_CACHE_SECONDS = max(env_int("GATEWAY_ENTITLEMENT_CACHE_SECONDS", 5), 1)
+# While PostgreSQL cannot answer, a key it confirmed at most this long ago keeps working from
+# its last entitlement (a stale copy in Redis); then it fails closed with 503. Revocations made
+# before the outage hold; none can be made during it. At most the cache TTL turns it off.
+GATEWAY_STALE_ENTITLEMENT_SECONDS = max(env_int("GATEWAY_STALE_ENTITLEMENT_SECONDS", 300), 0)
 # Listing -> upstream config is cached in each process this long (a disabled upstream stops
 # receiving traffic within it).
 GATEWAY_UPSTREAM_CACHE_SECONDS = env_float("GATEWAY_UPSTREAM_CACHE_SECONDS", 5.0)

@@ -303,3 +303,88 @@ def test_a_hung_database_costs_a_bounded_wait_and_a_503(gateway, hosted, seed_ke
     finally:
         stop(proc)
         proxy.close()
+
+
+def test_a_recently_served_key_outlives_a_database_outage_for_a_bounded_time(
+    gateway, hosted, redis_client
+):
+    """PostgreSQL stops answering after the gateway served a real key: once the key's cache
+    entry expires, the key keeps working (and is billed) from its stale copy until
+    GATEWAY_STALE_ENTITLEMENT_SECONDS after PostgreSQL last confirmed it, then fails closed
+    (503). A key PostgreSQL never confirmed gets 503, and so does a key revoked before the
+    outage. Once PostgreSQL answers, the usage recorded meanwhile lands in the ledger once."""
+    from django.conf import settings
+    from django.db import connection
+
+    from billing.services.licenses import api_key_create, api_key_revoke
+    from tests.billing.factories import LicenseFactory
+    from tests.gateway.factories import HostedUpstreamFactory
+
+    up = HostedUpstreamFactory()
+    name = up.listing.name
+    lic = LicenseFactory(plan_price__plan__listing=up.listing, plan_price__per_call_amount=4)
+    served, raw = api_key_create(license=lic)
+    revoked, revoked_raw = api_key_create(license=lic)
+    _, unseen_raw = api_key_create(license=lic)  # in PostgreSQL, never served before
+    db = connection.settings_dict
+    proxy = _HoldingProxy(PORT_BASE + 50, (db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    port = PORT_BASE + 51
+    proc = start_gateway(
+        port,
+        DATABASE_URL=f"postgres://{db['USER']}@127.0.0.1:{PORT_BASE + 50}/{db['NAME']}",
+        GATEWAY_DB_TIMEOUT="0.5",
+        GATEWAY_ENTITLEMENT_CACHE_SECONDS="1",
+        GATEWAY_STALE_ENTITLEMENT_SECONDS="8",
+    )
+    base = f"http://127.0.0.1:{port}"
+    receipts: list[str] = []
+
+    def paid(rid: int):
+        answer = call(base, name, raw, rid=rid)
+        if answer.status_code == 200:
+            receipt = answer.json()["result"]["_meta"][RECEIPT_KEY]
+            assert receipt["amount"] == 4
+            receipts.append(receipt["call_id"])
+        return answer
+
+    try:
+        assert call(base, name, revoked_raw, rid=1).status_code == 200
+        api_key_revoke(key_id=revoked.pk)  # before the outage: its stale copy goes too
+        confirmed = time.monotonic()
+        assert paid(2).status_code == 200  # PostgreSQL confirms the key: a stale copy is kept
+        assert redis_client.ttl(f"tb:ents:{served.key_hash}") in (6, 7)  # 8 s - the cache's 1
+        assert not redis_client.exists(f"tb:ents:{revoked.key_hash}")
+
+        proxy.flowing.clear()
+        time.sleep(1.2)  # the cache entry (1 s) and the upstream config (0.5 s) expire
+        during, took = _timed(lambda: paid(3))
+        assert during.status_code == 200, during.text  # and billed (paid() checks the receipt)
+        assert took < 2.0  # the upstream config's and the entitlement's GATEWAY_DB_TIMEOUT
+        for key, rid in ((unseen_raw, 4), (revoked_raw, 5)):
+            refused = call(base, name, key, rid=rid)
+            assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+            assert refused.json()["error"]["code"] == -32050
+        for rid in range(6, 9):  # inside the bound every call is served, most from the cache
+            assert paid(rid).status_code == 200
+        assert time.monotonic() < confirmed + 7
+        time.sleep(max(0.0, confirmed + 8.3 - time.monotonic()))
+        late = paid(9)  # past the bound: fails closed
+        assert (late.status_code, late.headers["retry-after"]) == (503, "1")
+        stream = settings.GATEWAY_USAGE_STREAM
+        assert redis_client.xlen(stream) >= 5  # the outage's usage waits in the stream
+
+        proxy.flowing.set()
+        time.sleep(0.3)  # the held queries finish
+        deadline = time.monotonic() + 5
+        while (back := paid(10)).status_code != 200:
+            assert time.monotonic() < deadline, back.text
+            time.sleep(0.2)
+        assert call(base, name, revoked_raw, rid=11).status_code == 401
+    finally:
+        stop(proc)
+        proxy.close()
+    drain()
+    billed = UsageEvent.objects.filter(key_id=served.pk, billable=True)
+    assert len(receipts) == 6  # rid 2, 3, 6, 7, 8 and 10
+    assert sorted(str(c) for c in billed.values_list("call_id", flat=True)) == sorted(receipts)
+    assert set(billed.values_list("unit_amount", flat=True)) == {4}
