@@ -146,6 +146,11 @@ SECURE_PROXY_SSL_HEADER = (
 )
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+# Both apply only once SECURE_HSTS_SECONDS > 0. Subdomains default on (a cookie set on a
+# plain-HTTP subdomain could otherwise shadow ours); preload is opt-in, since leaving the
+# browsers' preload list takes months (https://hstspreload.org/#removal).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
 # No inline script anywhere: pages load only our own static files.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
