@@ -25,3 +25,9 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("marketplace.urls")),
 ]
+
+# JSON under /api/, HTML pages elsewhere (common/views.py).
+handler400 = "common.views.bad_request"
+handler403 = "common.views.permission_denied"
+handler404 = "common.views.page_not_found"
+handler500 = "common.views.server_error"
