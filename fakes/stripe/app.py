@@ -15,6 +15,7 @@ from typing import Any
 from fakes.stripe.api import StripeApi
 from fakes.stripe.core import API_VERSION, ApiError, FakeStripe, Request, Response
 from fakes.stripe.forms import FormError, parse_form, parse_query
+from fakes.stripe.money_api import MoneyApi
 from fakes.stripe.pages import Pages
 from fakes.stripe.state import FakeStripeState, now
 from fakes.stripe.webhooks import WebhookSender
@@ -32,6 +33,7 @@ class FakeStripeApp:
         self.sender = sender
         self.engine = FakeStripe(state, sender)
         self.api = StripeApi(self.engine)
+        self.api.routes += MoneyApi(self.api).routes()  # fees, transfers, balance, disputes
         self.pages = Pages(self.engine)
         self._faults: list[tuple[str, str]] = []
         self._faults_lock = threading.Lock()

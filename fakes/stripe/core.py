@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakes.stripe import objects
+from fakes.stripe import money, objects
 from fakes.stripe.state import JSON, FakeStripeState, new_id, now
 from fakes.stripe.webhooks import WebhookSender
 
@@ -264,6 +264,7 @@ class FakeStripe:
         pi["latest_charge"] = ch["id"]
         self.state.put("payment_intents", pi)
         self.state.put("charges", ch)
+        money.book_charge(self.state, ch)  # transfer to the creator, application fee
         session["payment_intent"] = pi["id"]
         self.emit("payment_intent.succeeded", pi)
 
@@ -435,6 +436,8 @@ class FakeStripe:
         inv["amount_paid"] = inv["amount_due"]
         inv["amount_remaining"] = 0
         inv["status_transitions"]["paid_at"] = t
+        if inv["amount_paid"] > 0:
+            money.charge_invoice(self.state, sub, inv)  # the payment, its transfer and fee
         self.emit("invoice.paid", inv)
 
     def advance_subscription(self, sub_id: str, *, fail: bool, base_url: str) -> JSON:
@@ -519,7 +522,17 @@ class FakeStripe:
             raise ApiError(400, f"PaymentIntent {pi_id} has no charge.")
         return pi, ch
 
-    def refund(self, pi_id: str, *, amount: int | None = None) -> JSON:
+    def refund(
+        self,
+        pi_id: str,
+        *,
+        amount: int | None = None,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+    ) -> JSON:
+        """`POST /v1/refunds` on the payment's charge; like Stripe, a destination charge's
+        transfer and fee stay where they are unless asked (`reverse_transfer`,
+        `refund_application_fee`: both proportional to the amount refunded)."""
         with self.state.lock:
             _, ch = self._charge_for(pi_id)
             refundable = ch["amount"] - ch["amount_refunded"]
@@ -533,6 +546,13 @@ class FakeStripe:
                     param="amount",
                 )
             previous = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
+            money.refund_charge(
+                self.state,
+                ch,
+                amount,
+                reverse=reverse_transfer,
+                refund_application_fee=refund_application_fee,
+            )
             ch["amount_refunded"] += amount
             ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
             self.emit("charge.refunded", ch, previous_attributes=previous)
@@ -543,10 +563,26 @@ class FakeStripe:
             _, ch = self._charge_for(pi_id)
             if ch["disputed"]:
                 raise ApiError(400, f"Charge {ch['id']} is already disputed.")
-            dp = objects.dispute(ch, reason=reason)
+            dp = money.open_dispute(self.state, ch, reason=reason)
             ch["disputed"] = True
-            self.state.put("disputes", dp)
             self.emit("charge.dispute.created", dp)
+            self.emit("charge.dispute.funds_withdrawn", dp)
+            return dp
+
+    def close_dispute(self, dp_id: str, *, won: bool) -> JSON:
+        """The card network decided: `won` reinstates the funds, `lost` keeps them withdrawn;
+        either way `charge.dispute.closed` with the final status."""
+        with self.state.lock:
+            dp = self.state.get("disputes", dp_id)
+            if dp is None:
+                raise missing("dispute", dp_id, "dispute")
+            if dp["status"] in ("won", "lost", "warning_closed"):
+                raise ApiError(400, f"Dispute {dp_id} is already closed ({dp['status']}).")
+            previous = {"status": dp["status"]}
+            money.close_dispute(self.state, dp, won=won)
+            if won:
+                self.emit("charge.dispute.funds_reinstated", dp)
+            self.emit("charge.dispute.closed", dp, previous_attributes=previous)
             return dp
 
 

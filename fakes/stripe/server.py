@@ -186,11 +186,27 @@ class FakeStripeServer:
             self.engine.advance_subscription, sub_id, fail=fail, base_url=self.base_url
         )
 
-    def refund(self, pi_id: str, *, amount: int | None = None) -> JSON:
-        return self._saving(self.engine.refund, pi_id, amount=amount)
+    def refund(
+        self,
+        pi_id: str,
+        *,
+        amount: int | None = None,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+    ) -> JSON:
+        return self._saving(
+            self.engine.refund,
+            pi_id,
+            amount=amount,
+            reverse_transfer=reverse_transfer,
+            refund_application_fee=refund_application_fee,
+        )
 
     def dispute(self, pi_id: str, *, reason: str = "fraudulent") -> JSON:
         return self._saving(self.engine.dispute, pi_id, reason=reason)
+
+    def close_dispute(self, dp_id: str, *, won: bool) -> JSON:
+        return self._saving(self.engine.close_dispute, dp_id, won=won)
 
     def expire_checkout(self, cs_id: str) -> JSON:
         return self._saving(self.engine.expire_checkout, cs_id)

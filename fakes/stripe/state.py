@@ -34,6 +34,11 @@ PREFIXES: dict[str, str] = {
     "dp_": "disputes",
     "acct_": "accounts",
     "tr_": "transfers",
+    "trr_": "transfer_reversals",
+    "fee_": "application_fees",
+    "re_": "refunds",
+    "txn_": "balance_transactions",
+    "inpay_": "invoice_payments",
     "evt_": "events",
 }
 COLLECTIONS: tuple[str, ...] = (*PREFIXES.values(), "checkout_line_items", "meter_events")
