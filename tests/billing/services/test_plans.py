@@ -12,6 +12,7 @@ from billing.services.plans import (
     plan_price_change,
     plan_prices_apply_due,
     plan_stripe_sync,
+    plan_update,
 )
 from billing.tasks import plan_stripe_sync_task
 from common.exceptions import ApplicationError, NotFoundError
@@ -144,3 +145,59 @@ def test_demo_seed_makes_a_payable_creator_with_priced_listings(stripe_fake):
         listing.refresh_from_db()
         assert listing.price_models == ",free,one_time,per_call,subscription,"
     assert len(stripe_fake.state.all("products")) == 6  # free plans need none
+
+
+def test_tool_prices_only_where_a_call_can_be_charged():
+    """Issue 10: a price on a plan with no meter would be shown and never collected."""
+    listing = _creator_listing()
+    owner = listing.owner
+    priced = {"search": {"unit_amount": 5}}
+    free_or_out = {"search": {"unit_amount": 0}, "admin": {"excluded": True}}
+    refusing = [
+        {"kind": "free", "included_calls": 100},
+        {"kind": "one_time", "unit_amount": 900},
+        {"kind": "subscription", "unit_amount": 900, "included_calls": 10, "hard_cap": True},
+        {"kind": "subscription", "unit_amount": 900},  # unlimited: every call is included
+    ]
+    for fields in refusing:
+        with pytest.raises(ApplicationError, match="free or excluded"):
+            plan_create(user=owner, listing=listing, name="x", tool_prices=priced, **fields)
+        plan_create(user=owner, listing=listing, name="x", tool_prices=free_or_out, **fields)
+    overage = plan_create(
+        user=owner,
+        listing=listing,
+        kind="subscription",
+        name="Pro",
+        unit_amount=900,
+        included_calls=10,
+        overage_amount=2,
+        tool_prices=priced,
+        tools=["search", "forecast"],
+    )
+    price = overage.prices.get()
+    assert price.tools == ["forecast", "search"]  # the default covers these only
+    with pytest.raises(ApplicationError, match="free or excluded"):
+        plan_update(user=owner, plan=overage, hard_cap=True)  # would strand the price of 5
+    with pytest.raises(ApplicationError, match="needs included calls"):
+        plan_create(
+            user=owner,
+            listing=listing,
+            kind="subscription",
+            name="x",
+            unit_amount=900,
+            overage_amount=2,
+        )
+    payg = plan_create(
+        user=owner,
+        listing=listing,
+        kind="per_call",
+        name="PAYG",
+        per_call_amount=3,
+        tool_prices=priced,
+    )
+    # A new price version keeps the covered tools unless given; dropping one is an increase.
+    kept = plan_price_change(user=owner, plan=payg, per_call_amount=2)
+    assert kept.tools is None
+    listed = plan_price_change(user=owner, plan=payg, tools=["search", "forecast"])
+    fewer = plan_price_change(user=owner, plan=payg, tools=["search"])
+    assert listed.effective_at <= timezone.now() < fewer.effective_at
