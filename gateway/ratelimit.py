@@ -2,16 +2,17 @@
 
 Everything a warm request needs happens in ONE Redis round trip (`_ADMIT_LUA`): read the cached
 entitlement (`tb:ent:<key hash>`, JSON of `dataclasses.asdict(Entitlement)`, written here on a
-miss and deleted by billing on change), check status/expiry/listing, the session binding, a GCRA
-rate limit per key and listing, the monthly quota and per-key spend caps, and only then (all
-checks passed) reserve the counters and mark the call in flight (`tb:inflight`). A finished
-tools/call is recorded with a second script (`_RECORD_LUA`, riding the next admission's write):
-XADD to the usage stream, clear the in-flight mark, and refund the reservations of a call that
-turned out not billable. The calls of a process that dies in between are settled by
-`gateway.usage.inflight_sweep` once the process's heartbeat (`tb:gw:<id>`) is gone.
-Counters may be lost (they are protective or re-derivable from the ledger); the stream is the
-durable record. Lost quota and spend counters are re-derived on an entitlement
-cache miss only (the warm path stays one script call): the script reports them missing
+miss and deleted by billing on change), check status/expiry/listing, the session binding, GCRA
+rate limits (the plan's, on tool calls per license; GATEWAY_METHOD_RATE_PER_MINUTE on everything
+else per key), the price (billing.pricing), the monthly quota and per-key spend caps, and only
+then (all checks passed) reserve the counters and mark the call in flight (`tb:inflight`). A
+finished tools/call is recorded with a second script (`_RECORD_LUA`, riding the next
+admission's write): XADD to the usage stream, clear the in-flight mark, and refund the
+reservations of a call that turned out not billable. The calls of a process that dies in
+between are settled by `gateway.usage.inflight_sweep` once the process's heartbeat
+(`tb:gw:<id>`) is gone. Counters may be lost (they are protective or re-derivable from the
+ledger); the stream is the durable record. Lost quota and spend counters are re-derived on an
+entitlement cache miss only (the warm path stays one script call): the script reports them missing
 (`RESEED`), one ledger query (`gateway.selectors.usage_counters_for`) computes them, and the
 script seeds them with SET NX before it decides.
 
