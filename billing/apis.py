@@ -6,11 +6,18 @@ is a 404 (selectors filter by owner), never a 403 that would confirm it exists.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -20,6 +27,7 @@ from rest_framework.views import APIView
 from billing import selectors
 from billing.models import RATE_LIMIT_MAX_PER_MINUTE, ApiKey, License, Plan, PlanKind
 from billing.services import checkout, claims, creators, licenses, plans
+from common.exceptions import ApplicationError
 from marketplace.models import Listing
 
 if TYPE_CHECKING:
@@ -250,6 +258,40 @@ class CreatorOnboardApi(APIView):
         creator = creators.creator_require(user=_user(request))
         url = creators.connect_onboarding_link(creator=creator, **data.validated_data)
         return Response({"url": url})
+
+
+class CreatorStatementListApi(APIView):
+    """The signed-in creator's statement for one month, one row per currency."""
+
+    permission_classes = [IsAuthenticated]
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        month = serializers.DateField()
+        currency = serializers.CharField()
+        sales = serializers.IntegerField()
+        gross = serializers.IntegerField()
+        platform_fees = serializers.IntegerField()
+        refunds = serializers.IntegerField()
+        disputes = serializers.IntegerField()
+        net = serializers.IntegerField()
+        held = serializers.IntegerField(help_text="Share of open disputes, not yet deducted.")
+
+    @extend_schema(
+        operation_id="billing_creator_statements",
+        parameters=[
+            OpenApiParameter("month", str, description="YYYY-MM (UTC); this month if omitted")
+        ],
+        responses={200: OutputSerializer(many=True), **_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        creator = creators.creator_require(user=_user(request))
+        raw = request.query_params.get("month") or timezone.now().strftime("%Y-%m")
+        try:
+            month = datetime.strptime(raw + " +0000", "%Y-%m %z").date()
+        except ValueError as exc:
+            raise ApplicationError("month is YYYY-MM.") from exc
+        rows = selectors.creator_statement_list(creator_id=creator.pk, month=month)
+        return Response(self.OutputSerializer(rows, many=True).data)
 
 
 class ListingClaimStartApi(APIView):

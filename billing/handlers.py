@@ -10,9 +10,8 @@ from typing import Any
 from billing.models import OrderStatus, StripeEvent
 from billing.services.checkout import checkout_fulfil, checkout_order_close
 from billing.services.creators import connect_account_sync
+from billing.services.earnings import charge_refunded, dispute_closed, dispute_created
 from billing.services.subscriptions import (
-    charge_refunded,
-    dispute_created,
     invoice_paid_record,
     invoice_subscription_id,
     obj_id,
@@ -75,6 +74,11 @@ def handle_dispute_created(event: StripeEvent) -> None:
     dispute_created(dispute=_object(event), stripe_event_id=event.stripe_event_id)
 
 
+def handle_dispute_closed(event: StripeEvent) -> None:
+    """Won releases the hold; lost deducts it and reverses the creator's transfer."""
+    dispute_closed(dispute=_object(event), stripe_event_id=event.stripe_event_id)
+
+
 HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
     "checkout.session.completed": handle_checkout_completed,
     "checkout.session.async_payment_succeeded": handle_checkout_completed,
@@ -88,4 +92,5 @@ HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
     "account.updated": handle_account_updated,
     "charge.refunded": handle_charge_refunded,
     "charge.dispute.created": handle_dispute_created,
+    "charge.dispute.closed": handle_dispute_closed,
 }

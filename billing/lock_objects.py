@@ -1,7 +1,8 @@
 """Row locks for billing, always taken in one order (by kind, then pk) so that two services that
 lock the same rows cannot deadlock. Call inside `transaction.atomic()`.
 
-Order when several are needed: CheckoutOrder -> CreatorSubscription -> License -> ApiKey.
+Order when several are needed: CheckoutOrder -> CreatorSubscription -> Sale -> Dispute ->
+License -> ApiKey.
 """
 
 from django.db.models import QuerySet
@@ -11,9 +12,11 @@ from billing.models import (
     CheckoutOrder,
     ConnectAccount,
     CreatorSubscription,
+    Dispute,
     License,
     ListingClaim,
     Plan,
+    Sale,
     StripeEvent,
 )
 
@@ -74,3 +77,12 @@ def claims_lock_pending(*, registry_names: list[str]) -> list[ListingClaim]:
         .filter(registry_name__in=registry_names, status="pending")
         .order_by("pk")
     )
+
+
+def sale_lock(*, pk: int) -> Sale:
+    """The original sale's row: refunds of one payment are recorded one at a time."""
+    return Sale.objects.select_for_update().get(pk=pk)
+
+
+def dispute_lock(*, stripe_dispute_id: str) -> Dispute | None:
+    return Dispute.objects.select_for_update().filter(stripe_dispute_id=stripe_dispute_id).first()

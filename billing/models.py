@@ -372,6 +372,7 @@ class SaleKind(models.TextChoices):
     ONE_TIME = "one_time", "One-time license"
     INVOICE = "invoice", "Subscription invoice"
     REFUND = "refund", "Refund"
+    DISPUTE = "dispute", "Dispute lost"
 
 
 class Sale(models.Model):
@@ -410,6 +411,45 @@ class Sale(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.gross_amount} {self.currency}"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    WON = "won", "Won"
+    LOST = "lost", "Lost"
+
+
+class Dispute(TimeStampedModel):
+    """A buyer's chargeback on one of our payments, while the card network decides.
+
+    With destination charges the platform carries the dispute at Stripe (`exposure`: the
+    disputed amount and Stripe's dispute fee, less what came back or was recovered), while the
+    creator's share of the disputed amount (`held`) is held in their earnings. Closing it
+    releases the hold; a lost dispute also adds a DISPUTE row to the sales ledger and records
+    whether we took the creator's share back by reversing their transfer.
+    Only `billing.services.disputes` changes it.
+    """
+
+    stripe_dispute_id = models.CharField(max_length=255, unique=True)
+    sale = models.ForeignKey(Sale, on_delete=models.PROTECT, related_name="disputes")
+    creator = models.ForeignKey(Creator, on_delete=models.PROTECT, related_name="disputes")
+    status = models.CharField(
+        max_length=8, choices=DisputeStatus.choices, default=DisputeStatus.OPEN
+    )
+    reason = models.CharField(max_length=64, blank=True, default="")
+    amount = models.PositiveIntegerField()  # disputed, minor units
+    currency = models.CharField(max_length=3)
+    held = models.PositiveIntegerField()  # the creator's share while open; 0 once closed
+    exposure = models.IntegerField()  # the platform's at Stripe (amount + fee - recovered)
+    stripe_transfer_reversal_id = models.CharField(max_length=255, blank=True, default="")
+    reversal_error = models.CharField(max_length=500, blank=True, default="")
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_dispute_id} {self.status}"
 
 
 class StripeEventStatus(models.TextChoices):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from billing.entitlements import Entitlement
@@ -16,10 +16,14 @@ from billing.models import (
     ApiKey,
     CheckoutOrder,
     Creator,
+    Dispute,
+    DisputeStatus,
     License,
     LicenseStatus,
     Plan,
     PlanPrice,
+    Sale,
+    SaleKind,
 )
 from billing.pricing import plan_terms
 from common.exceptions import NotFoundError
@@ -196,3 +200,86 @@ def license_live_for(*, buyer: User, plan: Plan) -> License | None:
     return License.objects.filter(
         buyer_id=buyer.pk, plan=plan, status__in=LIVE_LICENSE_STATUSES
     ).first()
+
+
+# --- creator statements --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorStatement:
+    """One creator's month in one currency, summed from the append-only sales ledger.
+
+    `net` = gross - platform_fees - refunds - disputes: what the month's rows leave the creator,
+    and what Stripe moved to their account (transfers less reversals less our application
+    fees, net of fee refunds). `held` is their share of the disputes opened that month that
+    are still open: shown, not yet deducted (a lost dispute becomes a `disputes` amount).
+    """
+
+    month: date
+    currency: str
+    sales: int  # one-time sales and paid subscription invoices
+    gross: int
+    platform_fees: int  # on the sales, less the fees returned with refunds and lost disputes
+    refunds: int  # refunded to buyers (a positive amount taken off)
+    disputes: int  # lost disputes (a positive amount taken off)
+    net: int
+    held: int
+
+
+def _month_bounds(month: date) -> tuple[datetime, datetime]:
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def creator_statement_list(*, creator_id: int, month: date) -> list[CreatorStatement]:
+    """The creator's statement for `month` (UTC), one per currency; two queries."""
+    start, end = _month_bounds(month)
+    rows = (
+        Sale.objects.filter(creator_id=creator_id, created_at__gte=start, created_at__lt=end)
+        .values("currency", "kind")
+        .annotate(
+            n=Count("id"),
+            gross=Sum("gross_amount"),
+            fee=Sum("platform_fee_amount"),
+            net=Sum("net_amount"),
+        )
+    )
+    held_rows = (
+        Dispute.objects.filter(
+            creator_id=creator_id,
+            status=DisputeStatus.OPEN,
+            created_at__gte=start,
+            created_at__lt=end,
+        )
+        .values("currency")
+        .annotate(held=Sum("held"))
+    )
+    held = {r["currency"]: int(r["held"] or 0) for r in held_rows}
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        t = totals.setdefault(row["currency"], dict.fromkeys(("sales", "gross", "fee", "net"), 0))
+        t.setdefault(str(row["kind"]), 0)
+        t[str(row["kind"])] -= int(row["gross"] or 0)
+        if row["kind"] in (SaleKind.ONE_TIME, SaleKind.INVOICE):
+            t["sales"] += int(row["n"])
+            t["gross"] += int(row["gross"] or 0)
+        t["fee"] += int(row["fee"] or 0)
+        t["net"] += int(row["net"] or 0)
+    return [
+        CreatorStatement(
+            month=date(month.year, month.month, 1),
+            currency=currency,
+            sales=t["sales"],
+            gross=t["gross"],
+            platform_fees=t["fee"],
+            refunds=t.get(SaleKind.REFUND, 0),
+            disputes=t.get(SaleKind.DISPUTE, 0),
+            net=t["net"],
+            held=held.pop(currency, 0),
+        )
+        for currency, t in sorted(totals.items())
+    ] + [
+        CreatorStatement(date(month.year, month.month, 1), c, 0, 0, 0, 0, 0, 0, h)
+        for c, h in sorted(held.items())
+    ]

@@ -30,6 +30,11 @@ urlpatterns = [
     path(
         "billing/creator/onboard", apis.CreatorOnboardApi.as_view(), name="billing-creator-onboard"
     ),
+    path(
+        "billing/creator/statements",
+        apis.CreatorStatementListApi.as_view(),
+        name="billing-creator-statements",
+    ),
     path("billing/claims", apis.ListingClaimStartApi.as_view(), name="billing-claim-start"),
     path("billing/plans", apis.PlanCreateApi.as_view(), name="billing-plan-create"),
     path(

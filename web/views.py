@@ -315,6 +315,9 @@ def creator_page(request: HttpRequest) -> HttpResponse:
                 "connect": getattr(creator, "connect", None),
                 "listings": _owned_listings(user),
                 "earnings": reports.earnings_for_creator(creator_id=creator.pk),
+                "statements": billing_selectors.creator_statement_list(
+                    creator_id=creator.pk, month=timezone.now().date()
+                ),
                 "recent_sales": reports.sales_recent_for_creator(creator_id=creator.pk),
                 "claims": ListingClaim.objects.filter(creator=creator)
                 .select_related("listing")
