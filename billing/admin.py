@@ -125,6 +125,30 @@ class SaleAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
 
 
+@admin.register(models.Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "stripe_dispute_id",
+        "creator",
+        "status",
+        "amount",
+        "held",
+        "exposure",
+        "stripe_transfer_reversal_id",
+        "reversal_error",
+        "created_at",
+    ]
+    list_filter = ["status"]
+
+
+@admin.register(models.StatementReconciliation)
+class StatementReconciliationAdmin(ReadOnlyAdmin):
+    """Mismatches are what a person has to look at (filter matches = No)."""
+
+    list_display = ["creator", "month", "currency", "matches", "ours", "stripe", "created_at"]
+    list_filter = ["matches", "month"]
+
+
 @admin.register(models.StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
     list_display = ["stripe_event_id", "type", "status", "attempts", "received_at"]

@@ -452,6 +452,28 @@ class Dispute(TimeStampedModel):
         return f"{self.stripe_dispute_id} {self.status}"
 
 
+class StatementReconciliation(models.Model):
+    """One comparison of a creator's monthly statement with what Stripe holds for their
+    account (append-only: each run adds rows). `ours` and `stripe` hold gross, platform_fees,
+    taken_back (refunds + lost disputes) and net, in minor units."""
+
+    creator = models.ForeignKey(
+        Creator, on_delete=models.PROTECT, related_name="statement_reconciliations"
+    )
+    month = models.DateField()  # the first day of the month (UTC)
+    currency = models.CharField(max_length=3)
+    ours = models.JSONField()
+    stripe = models.JSONField()
+    matches = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.creator_id} {self.month:%Y-%m} {self.currency} {self.matches}"
+
+
 class StripeEventStatus(models.TextChoices):
     RECEIVED = "received", "Received"
     PROCESSED = "processed", "Processed"

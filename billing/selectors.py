@@ -82,7 +82,7 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
     )
     metered = plan.is_metered and sub is not None and bool(plan.meter_event_name)
     return replace(
-        plan_entitlement_terms(plan=plan, price=price),
+        plan_entitlement_terms(plan=plan, price=price, collectible=metered),
         key_id=key.pk,
         license_id=lic.pk,
         listing_id=lic.listing_id,
@@ -96,10 +96,13 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
     )
 
 
-def plan_entitlement_terms(*, plan: Plan, price: PlanPrice) -> Entitlement:
+def plan_entitlement_terms(
+    *, plan: Plan, price: PlanPrice, collectible: bool = True
+) -> Entitlement:
     """What a key on this plan at this price version may do, before any key, license or
     customer is known: the prices resolved by `billing.pricing.plan_terms`, which the gateway
-    enforces and the pages display."""
+    enforces and the pages display. `collectible=False`: the license has no Stripe customer and
+    meter to bill (a grant), so its calls cost 0 rather than a charge nothing collects."""
     default, tool_prices, hard_cap, other_tools = plan_terms(
         kind=plan.kind,
         hard_cap=plan.hard_cap,
@@ -108,6 +111,7 @@ def plan_entitlement_terms(*, plan: Plan, price: PlanPrice) -> Entitlement:
         overage_amount=price.overage_amount,
         tool_prices=price.tool_prices,
         tools=price.tools,
+        collectible=collectible,
     )
     return Entitlement(
         key_id=0,
@@ -226,7 +230,8 @@ class CreatorStatement:
     held: int
 
 
-def _month_bounds(month: date) -> tuple[datetime, datetime]:
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """[first instant of the month, first instant of the next), UTC."""
     start = datetime(month.year, month.month, 1, tzinfo=UTC)
     end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
     return start, end
@@ -234,7 +239,7 @@ def _month_bounds(month: date) -> tuple[datetime, datetime]:
 
 def creator_statement_list(*, creator_id: int, month: date) -> list[CreatorStatement]:
     """The creator's statement for `month` (UTC), one per currency; two queries."""
-    start, end = _month_bounds(month)
+    start, end = month_bounds(month)
     rows = (
         Sale.objects.filter(creator_id=creator_id, created_at__gte=start, created_at__lt=end)
         .values("currency", "kind")

@@ -3,8 +3,10 @@ what the fake Stripe holds (transfers, reversals, application fees, balance tran
 refunds, disputes). Everything goes through the fake over HTTP and our signed webhook view."""
 
 from datetime import UTC, datetime
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from billing.models import (
     CheckoutOrder,
@@ -17,6 +19,7 @@ from billing.models import (
 )
 from billing.selectors import creator_statement_list
 from billing.services.checkout import checkout_start
+from billing.services.statements import creator_statement_reconcile
 from tests.billing.conftest import post_event
 from tests.factories import UserFactory
 
@@ -185,6 +188,14 @@ def test_the_monthly_statement_reconciles_with_stripe(flow, stripe_settings):
         sum(t["amount"] - t["amount_reversed"] for t in transfers) - ours.platform_fees
     )
 
+    # The month-end check does the same comparison and keeps it.
+    (check,) = creator_statement_reconcile(creator=shop.creator, month=_this_month())
+    assert check.matches, (check.ours, check.stripe)
+    assert check.stripe["net"] == ours.net
+    out = StringIO()
+    call_command("billing_reconcile_statements", month=_this_month().strftime("%Y-%m"), stdout=out)
+    assert f"{shop.creator.handle} usd ok" in out.getvalue()
+
     flow.client.force_login(shop.owner)
     api = flow.client.get(
         "/api/v1/billing/creator/statements", {"month": _this_month().strftime("%Y-%m")}
@@ -204,3 +215,22 @@ def test_the_monthly_statement_reconciles_with_stripe(flow, stripe_settings):
     ]
     last_month = flow.client.get("/api/v1/billing/creator/statements", {"month": "2001-01"})
     assert last_month.json() == []
+
+
+def test_money_moved_at_stripe_behind_our_back_is_a_mismatch(flow):
+    """A transfer reversal made outside Toolbooth (say, in the Dashboard) is not in our ledger:
+    the month-end check says so, and the command fails."""
+    from billing.stripe_client import get_client
+
+    flow.buy(flow.shop.one_time)
+    transfer = flow.fake.state.all("transfers")[0]
+    get_client().v1.transfers.reversals.create(transfer["id"], {"amount": 1000})
+    (check,) = creator_statement_reconcile(creator=flow.shop.creator, month=_this_month())
+    assert not check.matches
+    assert (check.ours["taken_back"], check.stripe["taken_back"]) == (0, 1000)
+    with pytest.raises(CommandError, match="1 statement"):
+        call_command(
+            "billing_reconcile_statements",
+            month=_this_month().strftime("%Y-%m"),
+            stdout=StringIO(),
+        )
