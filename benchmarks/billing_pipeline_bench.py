@@ -217,6 +217,7 @@ def burst(customers: list[str], n: int) -> float:
     licenses = {
         lic.creator_subscription.stripe_customer_id: lic
         for lic in License.objects.select_related("creator_subscription")
+        if lic.creator_subscription is not None
     }
     client = redis.Redis(port=REDIS_PORT)
     now = time.time()

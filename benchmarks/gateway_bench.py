@@ -142,13 +142,30 @@ def setup_database() -> dict[str, tuple[str, str]]:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from billing.models import LicenseSource, Plan, PlanKind, PlanPrice
+    from billing.models import (
+        Creator,
+        CreatorSubscription,
+        LicenseSource,
+        Plan,
+        PlanKind,
+        PlanPrice,
+    )
     from billing.services.licenses import api_key_create, license_issue
     from gateway.models import HostedUpstream
     from marketplace.models import Listing
 
     owner = get_user_model().objects.create_user("bench-owner")
     buyer = get_user_model().objects.create_user("bench-buyer")
+    # A subscription makes the calls collectible (billed 1 cent each, as a bought plan's are);
+    # a grant without one would cost 0 and skip the spend-cap work of a paid call.
+    sub = CreatorSubscription.objects.create(
+        buyer=buyer,
+        creator=Creator.objects.create(user=owner, handle="bench"),
+        stripe_subscription_id="sub_bench",
+        stripe_customer_id="cus_bench",
+        status="active",
+        platform_fee_bps=0,
+    )
     keys = {}
     for label, port in (("noop", NOOP_PORT), ("python", PY_PORT)):
         listing = Listing.objects.create(name=f"io.github.bench/{label}", owner=owner)
@@ -164,7 +181,12 @@ def setup_database() -> dict[str, tuple[str, str]]:
             plan=plan, version=1, per_call_amount=1, effective_at=timezone.now()
         )
         lic = license_issue(
-            buyer=buyer, plan=plan, plan_price=price, source=LicenseSource.GRANT, reason="bench"
+            buyer=buyer,
+            plan=plan,
+            plan_price=price,
+            source=LicenseSource.GRANT,
+            reason="bench",
+            creator_subscription=sub,
         )
         _, raw = api_key_create(license=lic)
         keys[label] = (listing.name, raw)

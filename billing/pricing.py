@@ -76,13 +76,18 @@ def plan_terms(
     overage_amount: int,
     tool_prices: dict[str, Any] | None,
     tools: list[str] | None,
+    collectible: bool = True,
 ) -> tuple[int, dict[str, ToolPrice], bool, bool]:
     """A plan's stored prices resolved into what `call_price` looks up: (default amount per
     call past the included calls, per-tool table, hard cap, whether tools without an entry may
     be called). `tools` is the price version's tool list (None: saved before any tool was
     discovered, so the default covers every tool); listed tools without a price of their own
-    get an entry at the default, and anything else is refused."""
-    charges = plan_charges_per_call(kind=kind, hard_cap=hard_cap, included_calls=included_calls)
+    get an entry at the default, and anything else is refused. `collectible=False` (a license
+    with no Stripe customer and meter, e.g. a grant) resolves every price to 0: nothing could
+    collect it, so nothing is shown or charged."""
+    charges = collectible and plan_charges_per_call(
+        kind=kind, hard_cap=hard_cap, included_calls=included_calls
+    )
     default = 0
     if charges:
         default = per_call_amount if kind == "per_call" else overage_amount

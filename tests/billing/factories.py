@@ -9,6 +9,7 @@ from factory.django import DjangoModelFactory
 from billing.models import (
     ConnectAccount,
     Creator,
+    CreatorSubscription,
     License,
     LicenseSource,
     LicenseStatus,
@@ -84,6 +85,29 @@ class LicenseFactory(DjangoModelFactory):
     status = LicenseStatus.ACTIVE
     status_changed_at = factory.LazyFunction(timezone.now)
     source = LicenseSource.GRANT
+
+
+class CreatorSubscriptionFactory(DjangoModelFactory):
+    """A live subscription: what makes a metered license collectible (a Stripe customer)."""
+
+    class Meta:
+        model = CreatorSubscription
+
+    buyer = factory.SubFactory(UserFactory)
+    creator = factory.SubFactory(CreatorFactory)
+    stripe_subscription_id = factory.Sequence(lambda n: f"sub_test{n:08d}")
+    stripe_customer_id = factory.Sequence(lambda n: f"cus_test{n:08d}")
+    status = "active"
+    platform_fee_bps = 0
+
+
+class MeteredLicenseFactory(LicenseFactory):
+    """A license bought through Checkout: its calls are billed to its subscription's customer."""
+
+    source = LicenseSource.PURCHASE
+    creator_subscription = factory.SubFactory(
+        CreatorSubscriptionFactory, buyer=factory.SelfAttribute("..buyer")
+    )
 
 
 def utc(*args: int) -> datetime:

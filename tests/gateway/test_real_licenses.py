@@ -9,7 +9,7 @@ import pytest
 from billing.services.licenses import api_key_create, api_key_revoke
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
-from tests.billing.factories import LicenseFactory
+from tests.billing.factories import LicenseFactory, MeteredLicenseFactory
 from tests.gateway.conftest import PORT_BASE, drain, post, rpc, start_gateway, stop
 from tests.gateway.factories import HostedUpstreamFactory
 
@@ -20,15 +20,15 @@ def call(base, name, key, rid=1, tool="ok"):
     return post(base, name, rpc("tools/call", {"name": tool, "arguments": {}}, rid=rid), key)
 
 
-def _license(**price):
+def _license(factory=LicenseFactory, **price):
     up = HostedUpstreamFactory()
-    lic = LicenseFactory(plan_price__plan__listing=up.listing, **price)
+    lic = factory(plan_price__plan__listing=up.listing, **price)
     key, raw = api_key_create(license=lic)
     return up.listing.name, lic, key, raw
 
 
 def test_real_key_through_gateway_then_revoked(gateway, redis_client):
-    name, lic, key, raw = _license(plan_price__per_call_amount=4)
+    name, lic, key, raw = _license(MeteredLicenseFactory, plan_price__per_call_amount=4)
     first = call(gateway, name, raw)
     assert first.status_code == 200
     assert first.json()["result"]["_meta"][RECEIPT_KEY]["amount"] == 4
@@ -41,6 +41,7 @@ def test_real_key_through_gateway_then_revoked(gateway, redis_client):
     assert drain() == 1
     event = UsageEvent.objects.get()
     assert (event.key_id, event.license_id, event.unit_amount) == (key.pk, lic.pk, 4)
+    assert event.stripe_customer_id == lic.creator_subscription.stripe_customer_id
     key.refresh_from_db()
     assert key.last_used_at is not None
 

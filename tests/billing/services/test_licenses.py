@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from billing import keys
 from billing.models import ApiKey, LicenseEvent, LicenseStatus
-from billing.pricing import REFUSED_TOOL, CallPrice, call_price
+from billing.pricing import REFUSED_TOOL, CallPrice, advertised_price, call_price
 from billing.selectors import entitlement_get_by_key_hash
 from billing.services.licenses import (
     ENTITLEMENT_CACHE_PREFIX,
@@ -19,7 +19,7 @@ from billing.services.licenses import (
     license_set_status,
 )
 from common.exceptions import ApplicationError
-from tests.billing.factories import LicenseFactory
+from tests.billing.factories import LicenseFactory, MeteredLicenseFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -40,12 +40,13 @@ def test_key_is_shown_once_and_stored_only_as_hmac_and_prefix():
 
 
 def test_entitlement_is_one_query_and_carries_the_plan(django_assert_num_queries):
-    lic = LicenseFactory(
+    lic = MeteredLicenseFactory(
         plan_price__per_call_amount=7,
         plan_price__tool_prices={
             "free_tool": {"unit_amount": 0, "excluded": False},
             "hidden": {"unit_amount": 0, "excluded": True},
         },
+        creator_subscription__stripe_customer_id="cus_ent",
     )
     key, raw = api_key_create(license=lic, daily_spend_cap=500)
     with django_assert_num_queries(1):
@@ -58,6 +59,23 @@ def test_entitlement_is_one_query_and_carries_the_plan(django_assert_num_queries
     assert call_price(ent, "hidden", 0).refused == REFUSED_TOOL
     assert ent.daily_spend_cap == 500
     assert ent.rate_limit_per_minute == 60
+    assert (ent.stripe_customer_id, ent.meter_event_name) == ("cus_ent", lic.plan.meter_event_name)
+
+
+def test_a_grant_with_nothing_to_bill_costs_nothing():
+    """A priced plan's license without a Stripe customer (a grant): a charge would be shown on
+    the receipt and in the ledger and never collected, so every call costs 0."""
+    lic = LicenseFactory(
+        plan_price__per_call_amount=7,
+        plan_price__tool_prices={"dear": {"unit_amount": 9, "excluded": False}},
+    )
+    _key, raw = api_key_create(license=lic)
+    ent = entitlement_get_by_key_hash(key_hash=keys.key_hash(raw))
+    assert ent is not None
+    assert ent.stripe_customer_id is None
+    assert call_price(ent, "anything", 0) == CallPrice(0)
+    assert call_price(ent, "dear", 10) == CallPrice(0)
+    assert advertised_price(ent, "dear").unit_amount == 0
 
 
 def test_unknown_revoked_expired_and_unusable_keys_have_no_entitlement():
