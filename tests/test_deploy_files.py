@@ -1,5 +1,9 @@
 """docker-compose.yml can't run here (no Docker engine), so check its shape instead."""
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,8 +47,6 @@ def test_compose_sets_no_secret_defaults():
 
 
 def test_env_example_lists_every_setting_read_from_the_environment():
-    import re
-
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, flags=re.M))
     read: set[str] = set()
@@ -59,3 +61,74 @@ def test_healthz(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_only_the_tls_proxy_publishes_ports_and_they_are_fixed():
+    services = _compose()["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if "ports" in svc}
+    assert published == {"proxy": ["80:80", "443:443", "443:443/udp"]}
+    assert services["web"]["expose"] == ["8000"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:2")
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    # Certificates survive a restart (Let's Encrypt rate-limits re-issuing).
+    assert any(v.startswith("caddy_data:/data") for v in proxy["volumes"])
+    # web trusts X-Forwarded-For only because nothing but the proxy can reach it.
+    assert services["web"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+
+
+def test_caddyfile_terminates_tls_and_streams_to_web():
+    text = (ROOT / "deploy" / "Caddyfile").read_text()
+    code = "\n".join(line.split("#")[0] for line in text.splitlines())
+    site = code.strip().splitlines()
+    assert site[0].startswith("{$TOOLBOOTH_DOMAIN"), "the site address is a host name"
+    assert "http://" not in code, "a plain-HTTP site would skip TLS"
+    assert "tls internal" not in code, "a real deployment gets a public certificate"
+    assert "dynamic a web 8000" in code
+    assert "flush_interval -1" in code  # SSE events pass at once
+    assert 'request>uri regexp "\\?.*$"' in code  # no query string in the access log
+
+
+@pytest.mark.skipif(
+    shutil.which("caddy") is None, reason="caddy not installed (apt-get install caddy)"
+)
+def test_caddyfile_is_valid_for_caddy():
+    result = subprocess.run(
+        ["caddy", "validate", "--adapter", "caddyfile", "--config", str(ROOT / "deploy/Caddyfile")],
+        env={**os.environ, "TOOLBOOTH_DOMAIN": "toolbooth.example.com"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_beat_has_a_heartbeat_healthcheck():
+    beat = _compose()["services"]["beat"]
+    command = beat["command"]
+    scheduler = command[command.index("--scheduler") + 1]
+    schedule = command[command.index("--schedule") + 1]
+    assert scheduler == "config.beat:HeartbeatScheduler"
+    test = beat["healthcheck"]["test"]
+    assert test[:5] == ["CMD", "python", "-m", "config.beat", "check"]
+    assert test[5] == schedule
+    max_age = float(test[test.index("--max-age") + 1])
+    from config.beat import HEARTBEAT_SECONDS
+
+    assert max_age >= 4 * HEARTBEAT_SECONDS
+
+
+def test_web_healthcheck_asks_as_the_proxy_does():
+    test = _compose()["services"]["web"]["healthcheck"]["test"]
+    assert test == ["CMD", "python", "-m", "common.healthcheck", "http://127.0.0.1:8000/healthz"]
+
+
+def test_no_secret_is_committed_in_the_deploy_files():
+    """Secrets come from .env: compose interpolates them with `:?` (fails when unset)."""
+    text = (ROOT / "docker-compose.yml").read_text() + (ROOT / "deploy" / "Caddyfile").read_text()
+    for marker in ("sk_live_", "sk_test_", "whsec_", "SECRET_KEY", "PEPPER", "METRICS_TOKEN"):
+        assert marker not in text, marker
+    for name in re.findall(r"\$\{([A-Z_]*PASSWORD[A-Z_]*)", text):
+        assert f"${{{name}:?" in text, f"{name} has a default"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
