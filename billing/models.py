@@ -432,6 +432,11 @@ class Dispute(TimeStampedModel):
 
     stripe_dispute_id = models.CharField(max_length=255, unique=True)
     sale = models.ForeignKey(Sale, on_delete=models.PROTECT, related_name="disputes")
+    # The license the payment paid for (suspended while open); for a subscription's first
+    # invoice the sale itself may predate the license.
+    license = models.ForeignKey(
+        License, null=True, blank=True, on_delete=models.PROTECT, related_name="disputes"
+    )
     creator = models.ForeignKey(Creator, on_delete=models.PROTECT, related_name="disputes")
     status = models.CharField(
         max_length=8, choices=DisputeStatus.choices, default=DisputeStatus.OPEN

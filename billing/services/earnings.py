@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from billing import stripe_client
 from billing.lock_objects import dispute_lock, licenses_lock, sale_lock
-from billing.models import Dispute, DisputeStatus, LicenseStatus, Sale, SaleKind
+from billing.models import Dispute, DisputeStatus, License, LicenseStatus, Sale, SaleKind
 from billing.services.licenses import license_set_status
-from billing.services.subscriptions import obj_id
+from billing.services.subscriptions import invoice_subscription_id, obj_id, subscription_sync
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,21 @@ def charge_refunded(*, charge: dict[str, Any], stripe_event_id: str = "") -> Sal
     return original
 
 
+def _subscription_license_id(sale: Sale) -> int | None:
+    """An invoice sale recorded before checkout fulfilment has no license: find it through the
+    invoice's subscription (re-read from Stripe; this is the rare dispute path)."""
+    if sale.kind != SaleKind.INVOICE or not sale.stripe_invoice_id:
+        return None
+    invoice = stripe_client.get_client().v1.invoices.retrieve(sale.stripe_invoice_id).to_dict()
+    sub_id = invoice_subscription_id(invoice)
+    return (
+        License.objects.filter(creator_subscription__stripe_subscription_id=sub_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def _exposure(dispute: dict[str, Any]) -> int:
     """What the dispute has cost the platform at Stripe so far: minus the net of its balance
     transactions (withdrawal plus fee, less a reinstatement), or the amount if none yet."""
@@ -150,9 +165,11 @@ def dispute_created(*, dispute: dict[str, Any], stripe_event_id: str = "") -> Di
         logger.info("billing.dispute_unmatched", extra={"dispute": dispute.get("id")})
         return None
     amount = min(int(dispute["amount"]), sale.gross_amount)
+    license_id = sale.license_id or _subscription_license_id(sale)
     row = Dispute(
         stripe_dispute_id=str(dispute["id"]),
         sale=sale,
+        license_id=license_id,
         creator_id=sale.creator_id,
         reason=str(dispute.get("reason") or "")[:64],
         amount=amount,
@@ -166,8 +183,8 @@ def dispute_created(*, dispute: dict[str, Any], stripe_event_id: str = "") -> Di
                 row.save()
         except IntegrityError:
             row = Dispute.objects.get(stripe_dispute_id=str(dispute["id"]))
-        if sale.license_id is not None:
-            for lic in licenses_lock(pks=[sale.license_id]):
+        if row.license_id is not None:
+            for lic in licenses_lock(pks=[row.license_id]):
                 license_set_status(
                     license=lic,
                     to_status=LicenseStatus.SUSPENDED,
@@ -199,6 +216,12 @@ def dispute_closed(*, dispute: dict[str, Any], stripe_event_id: str = "") -> Dis
             return None
         if row.status == DisputeStatus.OPEN:
             _settle(row=row, dispute=current, stripe_event_id=stripe_event_id)
+    sub = row.license.creator_subscription if row.license else None
+    if row.status == DisputeStatus.WON and sub is not None:
+        # A subscription's access follows the subscription (which may have moved on).
+        subscription_sync(
+            stripe_subscription_id=sub.stripe_subscription_id, stripe_event_id=stripe_event_id
+        )
     if row.status == DisputeStatus.LOST and not (
         row.stripe_transfer_reversal_id or row.reversal_error
     ):  # also a retry after the reversal call failed in transit
@@ -224,8 +247,8 @@ def _settle(*, row: Dispute, dispute: dict[str, Any], stripe_event_id: str) -> N
             source_ref=f"dispute:{row.stripe_dispute_id}",
             amount=row.amount,
         )
-    elif sale.license_id is not None:
-        for lic in licenses_lock(pks=[sale.license_id]):
+    elif sale.kind == SaleKind.ONE_TIME and row.license_id is not None:
+        for lic in licenses_lock(pks=[row.license_id]):
             if lic.status == LicenseStatus.SUSPENDED:
                 license_set_status(
                     license=lic,

@@ -13,6 +13,8 @@ from billing.models import (
     LIVE_LICENSE_STATUSES,
     CheckoutOrder,
     CreatorSubscription,
+    Dispute,
+    DisputeStatus,
     License,
     LicenseStatus,
     Plan,
@@ -88,7 +90,14 @@ def subscription_sync(
         row.save()
         target = SUBSCRIPTION_TO_LICENSE.get(status)
         license_ids = list(row.licenses.values_list("pk", flat=True))
+        disputed = set(
+            Dispute.objects.filter(
+                license_id__in=license_ids, status=DisputeStatus.OPEN
+            ).values_list("license_id", flat=True)
+        )
         for lic in licenses_lock(pks=license_ids):
+            if target == LicenseStatus.ACTIVE and lic.pk in disputed:
+                continue  # suspended until its dispute closes (billing.services.earnings)
             if target is not None:
                 license_set_status(
                     license=lic,

@@ -234,3 +234,22 @@ def test_money_moved_at_stripe_behind_our_back_is_a_mismatch(flow):
             month=_this_month().strftime("%Y-%m"),
             stdout=StringIO(),
         )
+
+
+def test_a_disputed_subscription_stays_suspended_until_the_dispute_is_won(flow):
+    """The subscription's own events (a renewal paid) do not lift a dispute's suspension; a
+    won dispute hands access back to the subscription's status."""
+    lic, pi_id = flow.buy(flow.shop.subscription)
+    dp = flow.fake.dispute(pi_id)
+    flow.deliver()
+    lic.refresh_from_db()
+    assert lic.status == LicenseStatus.SUSPENDED
+    assert Dispute.objects.get().held == 900 - 135
+    flow.fake.advance_subscription(lic.creator_subscription.stripe_subscription_id)
+    flow.deliver()  # invoice.paid, customer.subscription.updated (active)
+    lic.refresh_from_db()
+    assert lic.status == LicenseStatus.SUSPENDED
+    flow.fake.close_dispute(dp["id"], won=True)
+    flow.deliver()
+    lic.refresh_from_db()
+    assert lic.status == LicenseStatus.ACTIVE
