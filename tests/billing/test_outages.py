@@ -31,6 +31,17 @@ def closed_port() -> Iterator[str]:
     sock.close()
 
 
+@pytest.fixture
+def silent_port() -> Iterator[str]:
+    """A loopback address that accepts connections (the kernel's backlog) and never answers:
+    what a hung Stripe or a black-holed network path looks like to the client."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
 def _fail_after_retries(fake, path: str) -> None:
     """Stripe answers 500 to the first try and both of the library's retries."""
     for _ in range(stripe_client.MAX_NETWORK_RETRIES + 1):
@@ -86,6 +97,18 @@ def test_buy_page_with_stripe_failing_500_is_a_503_and_the_retry_opens_one_sessi
     assert again["Location"] == order.checkout_url
     assert CheckoutOrder.objects.count() == 1
     assert len(stripe_fake.state.all("checkout_sessions")) == 1
+
+
+def test_buy_page_with_stripe_timing_out_is_a_503_within_the_timeouts(
+    shop, stripe_fake, client, settings, silent_port
+):
+    client.force_login(shop.buyer)
+    settings.STRIPE_API_BASE = silent_port
+    settings.STRIPE_TIMEOUT_SECONDS = 0.3
+    started = time.monotonic()
+    _assert_unavailable_page(client.post(f"/billing/buy/{shop.one_time.pk}"))
+    assert time.monotonic() - started < 5  # three 0.3 s tries and the library's backoff
+    assert not CheckoutOrder.objects.exists()
 
 
 def test_checkout_api_with_stripe_unreachable_is_a_json_503(
