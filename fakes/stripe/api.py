@@ -28,6 +28,8 @@ Handler = Callable[[Request, JSON, tuple[str, ...]], tuple[int, Any]]
 
 METER_EVENT_MAX_AGE = 35 * 86400
 METER_EVENT_MAX_FUTURE = 5 * 60
+# `GET /v1/events` only reaches back this far.
+EVENT_RETENTION_SECONDS = 30 * 86400
 PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 
 
@@ -77,6 +79,22 @@ def _bool(value: Any, param: str) -> bool:
     if text not in ("true", "false"):
         raise ApiError(400, f"Invalid boolean: {value}", param=param)
     return text == "true"
+
+
+def _range(spec: Any, param: str = "created") -> Callable[[int], bool]:
+    """Stripe's range filter, checked up front: an integer (equal) or a hash of gt/gte/lt/lte."""
+    if not isinstance(spec, dict):
+        exact = _int(spec, param)
+        return lambda value: value == exact
+    check_params(spec, {"gt", "gte", "lt", "lte"}, param)
+    bounds = [(op, _int(bound, f"{param}[{op}]")) for op, bound in spec.items()]
+    tests: dict[str, Callable[[int, int], bool]] = {
+        "gt": lambda value, bound: value > bound,
+        "gte": lambda value, bound: value >= bound,
+        "lt": lambda value, bound: value < bound,
+        "lte": lambda value, bound: value <= bound,
+    }
+    return lambda value: all(tests[op](value, bound) for op, bound in bounds)
 
 
 def _metadata(params: JSON) -> dict[str, str] | None:
@@ -1353,10 +1371,33 @@ class StripeApi:
     # -- events --------------------------------------------------------------------------------
 
     def event_list(self, req: Request, params: JSON, _: tuple[str, ...]) -> tuple[int, Any]:
+        """`GET /v1/events` as Stripe answers it: newest first, only the last 30 days, only the
+        caller's own events (a platform key lists platform events; with `Stripe-Account`, that
+        account's), filtered by `type` (with `*`) or up to 20 `types`, a `created` range and
+        `delivery_success` (false = still pending or failed to some endpoint)."""
         check_params(
-            params, {"type", "types", "limit", "starting_after", "ending_before", "created"}
+            params,
+            {
+                "type",
+                "types",
+                "limit",
+                "starting_after",
+                "ending_before",
+                "created",
+                "delivery_success",
+            },
         )
-        events = self.state.all("events")
+        account = req.header("stripe-account")
+        oldest = now() - EVENT_RETENTION_SECONDS
+        events = [
+            e
+            for e in self.state.all("events")
+            if e.get("account") == account and int(e["created"]) >= oldest
+        ]
+        if params.get("type") and params.get("types"):
+            raise ApiError(
+                400, "You may pass either `type` or `types`, but not both.", param="types"
+            )
         if params.get("type"):
             wanted = str(params["type"])
             if wanted.endswith("*"):
@@ -1364,6 +1405,14 @@ class StripeApi:
             else:
                 events = [e for e in events if e["type"] == wanted]
         if params.get("types"):
-            types = set(params["types"])
-            events = [e for e in events if e["type"] in types]
+            types = params["types"]
+            if not isinstance(types, list) or len(types) > 20:
+                raise ApiError(400, "types: an array of at most 20 event types.", param="types")
+            events = [e for e in events if e["type"] in set(map(str, types))]
+        if params.get("created") not in (None, ""):
+            in_range = _range(params["created"])
+            events = [e for e in events if in_range(int(e["created"]))]
+        if params.get("delivery_success") not in (None, ""):
+            delivered = _bool(params["delivery_success"], "delivery_success")
+            events = [e for e in events if (int(e.get("pending_webhooks", 0)) == 0) == delivered]
         return 200, self.paginate(events, params, "/v1/events")
