@@ -7,10 +7,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from billing.models import OrderStatus, StripeEvent
+from billing.models import CheckoutOrder, OrderStatus, StripeEvent
 from billing.services.checkout import checkout_fulfil, checkout_order_close
 from billing.services.creators import connect_account_sync
 from billing.services.earnings import charge_refunded, dispute_closed, dispute_created
+from billing.services.events import EventNotReady
 from billing.services.subscriptions import (
     invoice_paid_record,
     invoice_subscription_id,
@@ -28,8 +29,15 @@ def _object(event: StripeEvent) -> dict[str, Any]:
 
 def handle_checkout_completed(event: StripeEvent) -> None:
     """Fulfil the order (re-reads the session; the order lock makes it once-only). A delayed
-    payment method completes unpaid: `async_payment_succeeded` fulfils it later."""
-    checkout_fulfil(session_id=str(_object(event)["id"]), stripe_event_id=event.stripe_event_id)
+    payment method completes unpaid: `async_payment_succeeded` fulfils it later.
+
+    Stripe can send the event before our own write of the session id has committed; with no
+    order for the session yet, the event is retried later instead of being marked done.
+    """
+    session_id = str(_object(event)["id"])
+    if not CheckoutOrder.objects.filter(stripe_session_id=session_id).exists():
+        raise EventNotReady(f"no checkout order for session {session_id} yet")
+    checkout_fulfil(session_id=session_id, stripe_event_id=event.stripe_event_id)
 
 
 def handle_checkout_expired(event: StripeEvent) -> None:

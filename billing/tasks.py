@@ -5,20 +5,24 @@ import logging
 from celery import shared_task
 
 from billing.models import StripeEvent
-from billing.services.events import stripe_event_process
+from billing.services.events import stripe_event_process, stripe_events_catch_up
 from billing.services.licenses import licenses_expire_due
 from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
 from billing.services.subscriptions import creator_subscription_price_update
 
 logger = logging.getLogger(__name__)
 
-# Stripe retries webhooks for days; our own retries only cover short outages (Stripe or DB).
+# Stripe retries webhooks for days; our own retries only cover short outages (Stripe or DB)
+# and an event that won the race with our own write (4 s, 8 s, ... about 2 minutes in all).
 EVENT_MAX_RETRIES = 5
+# A catch-up run lists at most CATCH_UP_MAX_EVENTS_PER_RUN events; it never needs this long.
+CATCH_UP_TIME_LIMIT_SECONDS = 10 * 60
 
 
 @shared_task(bind=True, max_retries=EVENT_MAX_RETRIES, acks_late=True)  # type: ignore[untyped-decorator]
 def stripe_event_process_task(self, event_pk: int) -> None:  # type: ignore[no-untyped-def]
-    """Process one stored webhook. Harmless to run twice (processed events are skipped)."""
+    """Process one stored event (from a webhook or the catch-up). Harmless to run twice
+    (processed events are skipped); a failure, an unmatched checkout included, retries."""
     if not StripeEvent.objects.filter(pk=event_pk).exists():
         logger.warning("billing.stripe_event_missing", extra={"event_pk": event_pk})
         return
@@ -29,6 +33,14 @@ def stripe_event_process_task(self, event_pk: int) -> None:  # type: ignore[no-u
             # Eager mode (demo, tests): the row already holds the error; re-drive later.
             return
         raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
+
+
+@shared_task(soft_time_limit=CATCH_UP_TIME_LIMIT_SECONDS)  # type: ignore[untyped-decorator]
+def stripe_events_catch_up_task() -> int:
+    """Beat: store and process the events Stripe could not deliver (`GET /v1/events`).
+    Running it twice stores nothing the second time."""
+    result = stripe_events_catch_up()
+    return result.stored
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)  # type: ignore[untyped-decorator]

@@ -34,6 +34,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.plan_prices_apply_due_task",
         "schedule": 15 * 60,
     },
+    # Events Stripe could not deliver (our endpoint down longer than its retries) are listed
+    # from GET /v1/events and processed like webhooks; a run that finds nothing new is a no-op.
+    "billing-stripe-events-catch-up": {
+        "task": "billing.tasks.stripe_events_catch_up_task",
+        "schedule": 15 * 60,
+    },
     "billing-licenses-expire-due": {
         "task": "billing.tasks.licenses_expire_due_task",
         "schedule": 15 * 60,
@@ -42,6 +48,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
     # Minutes are sealed 10 s after they end; a run every 10 s sends them soon after.
     "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 10.0},
+    # Tool changes gateway processes saw pass (the rug-pull guard) become pending changes and
+    # emails; the gateway refuses the changed tools in its own process at once regardless.
+    "gateway-tool-changes-drain": {
+        "task": "gateway.tasks.tool_changes_drain_task",
+        "schedule": 10.0,
+    },
     # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
     # the upstream also refreshes its own list at once).
     "gateway-upstream-tools-refresh": {
