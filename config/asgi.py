@@ -15,10 +15,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 django_application = get_asgi_application()
 
+from billing.webhooks import WebhookBodyLimit  # noqa: E402
 from gateway.app import GatewayApp  # noqa: E402  (needs the app registry loaded above)
 from web.catalog_mcp import catalog_asgi_app  # noqa: E402
 
-application = catalog_asgi_app(fallback=GatewayApp(django_application))
+# The Stripe webhook's body is capped as it arrives, before Django buffers it (billing/webhooks.py).
+application = catalog_asgi_app(fallback=GatewayApp(WebhookBodyLimit(django_application)))
 
 # Everything imported so far lives as long as the process. Moving it out of the collector's
 # reach makes each full collection walk only what requests create: on the gateway under load a
