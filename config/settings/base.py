@@ -194,6 +194,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# common.logging.configure_logging also cuts query strings out of uvicorn's access log.
+LOGGING_CONFIG = "common.logging.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
