@@ -158,6 +158,24 @@ def plans_for_listing(*, listing_id: int, active_only: bool = True) -> QuerySet[
     return qs.order_by("pk")
 
 
+MAX_PLAN_TERMS = 20  # a listing has a handful of plans; the cap bounds a hostile one
+
+
+def plan_terms_list_for_listing(*, listing_id: int) -> list[tuple[str, Entitlement]]:
+    """Each active plan's name and terms at its newest price version (what a new buyer gets),
+    for the gateway's "not on your plan" answer: `billing.pricing.advertised_price` over these
+    says which plans offer a tool. Two queries; the gateway caches the answer per listing."""
+    plans = list(plans_for_listing(listing_id=listing_id)[:MAX_PLAN_TERMS])
+    latest: dict[int, PlanPrice] = {}
+    for price in PlanPrice.objects.filter(plan__in=plans).order_by("plan_id", "version"):
+        latest[price.plan_id] = price
+    return [
+        (plan.name, plan_entitlement_terms(plan=plan, price=latest[plan.pk]))
+        for plan in plans
+        if plan.pk in latest
+    ]
+
+
 def creator_get_for_user(*, user: User) -> Creator | None:
     return Creator.objects.select_related("connect").filter(user_id=user.pk).first()
 
