@@ -7,8 +7,10 @@ endpoint's origin never, and the request carries the creator's secret as `Author
 Bearer` and our signed identity header (license 0: Toolbooth itself, not a buyer), built by
 `gateway.proxy.forward_headers` and `gateway.crypto.identity_sign`. The real `mcp` client
 speaks the protocol (either era), pages through `tools/list` (bounded) and the cleaned list is
-stored. Everything the upstream says is untrusted text: cleaned and capped here, escaped where
-it is shown. A failure records a short error and keeps the previous list.
+stored, with the canonical manifest (gateway.manifest: schemas and annotations too, bounded) that
+is compared with the creator's approved one; differences become pending `ToolChange`s.
+Everything the upstream says is untrusted text: cleaned and capped here, escaped where it is
+shown. A failure records a short error and keeps the previous list.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from mcp.shared.exceptions import MCPError
 
 from common.text import clean_text
 from gateway.crypto import identity_key, identity_sign, secret_decrypt
-from gateway.models import HostedUpstream
+from gateway.health import upstream_check_record
+from gateway.manifest import manifest_build, manifest_hash, tool_hashes
+from gateway.models import HostedUpstream, ToolChangeSource
 from gateway.proxy import forward_headers
+from gateway.services import tool_changes_record
 from gateway.ssrf import UnsafeUpstreamError, check_addresses, check_upstream_url
 
 logger = logging.getLogger(__name__)
@@ -125,6 +130,17 @@ async def tools_list_fetch(
     *, url: str, headers: dict[str, str], timeout: float = FETCH_TIMEOUT
 ) -> list[dict[str, str]]:
     """Every tool the MCP server at `url` lists (cleaned, deduplicated, at most MAX_TOOLS)."""
+    tools, _ = await tools_manifest_fetch(url=url, headers=headers, timeout=timeout)
+    return tools
+
+
+async def tools_manifest_fetch(
+    *, url: str, headers: dict[str, str], timeout: float = FETCH_TIMEOUT
+) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(cleaned tools for pages, the raw tool entries as the SDK parsed them) of the MCP server
+    at `url`, at most MAX_TOOLS each. The raw entries become the canonical manifest
+    (gateway.manifest), which must hash like what the gateway sees pass, so they are not cleaned.
+    """
     http = httpx2.AsyncClient(
         headers=headers,
         transport=GuardedTransport(),
@@ -133,7 +149,9 @@ async def tools_list_fetch(
         trust_env=False,
     )
     tools: list[dict[str, str]] = []
+    raws: list[dict[str, Any]] = []
     seen: set[str] = set()
+    raw_seen: set[str] = set()
     with anyio.fail_after(timeout):
         async with (
             http,
@@ -144,6 +162,10 @@ async def tools_list_fetch(
             for _ in range(MAX_PAGES):
                 page = await client.list_tools(cursor=cursor, cache_mode="bypass")
                 for raw in page.tools:
+                    raw_name = getattr(raw, "name", None)
+                    if isinstance(raw_name, str) and raw_name not in raw_seen:
+                        raw_seen.add(raw_name)
+                        raws.append(raw.model_dump(by_alias=True, exclude_none=True, mode="json"))
                     tool = _tool_clean(raw)
                     if tool is None or tool["name"] in seen:
                         continue
@@ -153,7 +175,7 @@ async def tools_list_fetch(
                 if not cursor or cursor in cursors or len(tools) >= MAX_TOOLS:
                     break
                 cursors.add(cursor)
-    return tools[:MAX_TOOLS]
+    return tools[:MAX_TOOLS], raws[:MAX_TOOLS]
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -220,16 +242,35 @@ def upstream_tools_fetch(*, listing_id: int) -> HostedUpstream:
     update: dict[str, Any]
     try:
         check_upstream_url(url, resolve=False)  # shape and literal addresses; names at connect
-        tools = _run(lambda: tools_list_fetch(url=url, headers=headers))
+        tools, raws = _run(lambda: tools_manifest_fetch(url=url, headers=headers))
     except Exception as exc:  # any failure is recorded; the previous list stays
         update = {"tools_error": error_text(exc)}
+        manifest: list[dict[str, Any]] | None = None
         logger.warning(
             "gateway.tools_fetch_failed",
             extra={"listing_id": listing_id, "error": type(_leaf(exc)).__name__},
         )
     else:
-        update = {"tools": tools, "tools_fetched_at": now, "tools_error": ""}
+        manifest, skipped = manifest_build(raws)
+        update = {
+            "tools": tools,
+            "tools_fetched_at": now,
+            "tools_error": "",
+            "manifest": manifest,
+            "manifest_hash": manifest_hash(tool_hashes(manifest)),
+            "manifest_skipped": skipped,
+        }
         logger.info("gateway.tools_fetched", extra={"listing_id": listing_id, "n": len(tools)})
-    HostedUpstream.objects.filter(pk=upstream.pk, url=url).update(**update, updated_at=now)
+    stored = HostedUpstream.objects.filter(pk=upstream.pk, url=url).update(**update, updated_at=now)
+    if stored:  # a failed discovery counts against health like a failed call (gateway.health)
+        error = f"Tool discovery: {update['tools_error']}" if manifest is None else ""
+        upstream_check_record(listing_id=listing_id, ok=manifest is not None, error=error, at=now)
+    if stored and manifest is not None:  # the whole list: differences from the approved one
+        tool_changes_record(
+            listing_id=listing_id,
+            observed=manifest,
+            source=ToolChangeSource.DISCOVERY,
+            complete=True,
+        )
     upstream.refresh_from_db()
     return upstream

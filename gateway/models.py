@@ -7,6 +7,7 @@ once per call id (unique) and never changes afterwards. Billable calls reach Str
 after their minute was sealed), so the report's cost grows with customers x time, not calls.
 """
 
+from django.conf import settings
 from django.db import models
 
 from common.models import TimeStampedModel
@@ -29,6 +30,13 @@ class HostedUpstream(TimeStampedModel):
     tools = models.JSONField(default=list, blank=True)
     tools_fetched_at = models.DateTimeField(null=True, blank=True)
     tools_error = models.CharField(max_length=200, blank=True, default="")
+    # The same list in canonical form (gateway.manifest: names, descriptions, schemas,
+    # annotations as the upstream sent them, bounded), what the creator approves and what is
+    # compared with the approved manifest; tools too large to approve are named in
+    # `manifest_skipped`. Raw upstream text: never rendered unescaped.
+    manifest = models.JSONField(default=list, blank=True)
+    manifest_hash = models.CharField(max_length=64, blank=True, default="")
+    manifest_skipped = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"upstream of listing {self.listing_id}"
@@ -163,3 +171,101 @@ class MeterReconciliation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meter_event_name} {self.stripe_customer_id} {self.window_start}"
+
+
+class ToolManifest(models.Model):
+    """One approved version of a hosted listing's tools (the rug-pull guard's pin).
+
+    Append-only: each approval adds a version; the newest is the one in force. `tools` is the
+    approved copy the gateway serves in place of a changed tool; `tool_hashes` is what each
+    passing tools/list entry is compared with (gateway.manifest); `findings` is what the tool
+    scanner said when it was approved (gateway.toolscan).
+    """
+
+    listing = models.ForeignKey(
+        "marketplace.Listing", on_delete=models.CASCADE, related_name="tool_manifests"
+    )
+    version = models.PositiveIntegerField()
+    manifest_hash = models.CharField(max_length=64)
+    tools = models.JSONField(default=list)
+    tool_hashes = models.JSONField(default=dict)
+    findings = models.JSONField(default=dict, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["listing", "version"], name="tool_manifest_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"tools of listing {self.listing_id} v{self.version}"
+
+
+class ToolChangeKind(models.TextChoices):
+    ADDED = "added", "New tool"
+    CHANGED = "changed", "Changed since approval"
+    REMOVED = "removed", "No longer listed"
+
+
+class ToolChangeStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting re-approval"
+    APPROVED = "approved", "Approved"
+    REVERTED = "reverted", "Upstream went back to the approved tool"
+
+
+class ToolChangeSource(models.TextChoices):
+    DISCOVERY = "discovery", "Tool discovery"
+    GATEWAY = "gateway", "Seen passing the gateway"
+
+
+class ToolChange(models.Model):
+    """A difference between what the upstream serves and the approved manifest, for one tool.
+
+    At most one pending change per listing and tool (a partial unique index): a tool that changes
+    again while pending updates its row (`observed`, `observed_hash`, `last_seen_at`), so an
+    upstream that varies its text cannot flood the table or the inboxes; the creator and
+    admins are told once, when the row is created.
+    """
+
+    listing = models.ForeignKey(
+        "marketplace.Listing", on_delete=models.CASCADE, related_name="tool_changes"
+    )
+    manifest = models.ForeignKey(ToolManifest, on_delete=models.CASCADE, related_name="changes")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=ToolChangeKind.choices)
+    status = models.CharField(
+        max_length=8, choices=ToolChangeStatus.choices, default=ToolChangeStatus.PENDING
+    )
+    source = models.CharField(max_length=10, choices=ToolChangeSource.choices)
+    approved = models.JSONField(null=True, blank=True)  # the approved copy (None: added)
+    observed = models.JSONField(null=True, blank=True)  # what the upstream serves (None: removed)
+    observed_hash = models.CharField(max_length=64, blank=True, default="")
+    findings = models.JSONField(default=list, blank=True)  # gateway.toolscan on `observed`
+    detected_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["listing", "name"],
+                condition=models.Q(status="pending"),
+                name="tool_change_one_pending",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["detected_at"],
+                name="tool_change_pending",
+                condition=models.Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} tool {self.name[:40]} of listing {self.listing_id}"

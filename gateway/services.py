@@ -17,11 +17,24 @@ from django.db.models import Count, F, Q, Sum
 from common.exceptions import ApplicationError
 from common.services import model_update
 from gateway.crypto import secret_encrypt
+from gateway.manifest import (
+    TOOL_CHANGES_KEY,
+    manifest_build,
+    manifest_hash,
+    tool_canonical,
+    tool_hash,
+    tool_hashes,
+)
 from gateway.models import (
     HostedUpstream,
     MeterReconciliation,
     MeterReport,
     MeterReportStatus,
+    ToolChange,
+    ToolChangeKind,
+    ToolChangeSource,
+    ToolChangeStatus,
+    ToolManifest,
     UsageEvent,
     UsageOutcome,
 )
@@ -130,6 +143,9 @@ def usage_events_write(*, records: Iterable[dict[str, Any]]) -> int:
         UsageEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         _keys_mark_used(last_used)
         _upstream_health_update(rows)
+    from gateway.notices import usage_batch_notify
+
+    usage_batch_notify(rows)  # 80 % of a quota, an upstream that started failing (emails)
     return len(set(ids)) - before
 
 
@@ -512,3 +528,275 @@ def usage_reconcile(
             extra={"reconciliation_id": rec.pk, "ours": ours, "stripe": theirs},
         )
     return rec
+
+
+# --- the tool manifest (rug-pull guard) ------------------------------------------------------
+
+TOOL_CHANGES_BATCH = 500  # fields per drain run; a backlog is finished by the next runs
+
+
+def tool_manifest_approve(*, listing: Any, actor: Any, expected_hash: str) -> ToolManifest:
+    """Pin the tools the creator reviewed: the listing's discovered manifest becomes the newest
+    approved version, and its pending changes are approved.
+
+    `expected_hash` is the manifest hash the page showed; if the upstream's tools changed since
+    (discovery or the gateway recorded something new), nothing is approved: what is pinned is
+    exactly what the creator saw. Approving the version already in force with nothing pending
+    adds no version (idempotent). Only the owner or staff may.
+    """
+    from gateway.toolscan import manifest_scan
+
+    is_owner = listing.owner_id is not None and actor.pk == listing.owner_id
+    if not (getattr(actor, "is_staff", False) or is_owner):
+        raise ApplicationError("Only the listing's owner can approve its tools.", status_code=403)
+    now = datetime.now(tz=UTC)
+    # The upstream row lock serialises approvals (version numbers) with recordings of changes.
+    with transaction.atomic():
+        upstream = HostedUpstream.objects.select_for_update().filter(listing=listing).first()
+        if upstream is None or not upstream.manifest:
+            raise ApplicationError("No tools were discovered yet; nothing to approve.")
+        if upstream.manifest_hash != expected_hash:
+            raise ApplicationError(
+                "The upstream's tools changed while you were reviewing them; "
+                "review the new list and approve again.",
+                status_code=409,
+            )
+        current = ToolManifest.objects.filter(listing=listing).order_by("-version").first()
+        pending = ToolChange.objects.filter(listing=listing, status=ToolChangeStatus.PENDING)
+        if current is not None and current.manifest_hash == expected_hash:
+            manifest = current
+        else:
+            tools = list(upstream.manifest)
+            manifest = ToolManifest(
+                listing=listing,
+                version=(current.version + 1) if current is not None else 1,
+                manifest_hash=upstream.manifest_hash,
+                tools=tools,
+                tool_hashes=tool_hashes(tools),
+                findings=manifest_scan(tools),
+                approved_by=actor if getattr(actor, "pk", None) else None,
+                approved_at=now,
+            )
+            manifest.full_clean()
+            manifest.save()
+        pending.update(status=ToolChangeStatus.APPROVED, resolved_at=now, resolved_by=actor)
+    logger.info(
+        "gateway.tool_manifest_approved",
+        extra={"listing_id": listing.pk, "version": manifest.version},
+    )
+    return manifest
+
+
+def _manifest_merge(
+    manifest: list[dict[str, Any]], observed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The discovered manifest with tools the gateway saw replacing (or joining) their names,
+    within the manifest's bounds."""
+    by_name = {t["name"]: t for t in manifest}
+    for tool in observed:
+        by_name[tool["name"]] = tool
+    merged, _ = manifest_build(list(by_name.values()))
+    return merged
+
+
+def tool_changes_record(
+    *,
+    listing_id: int,
+    observed: list[dict[str, Any]],
+    source: str,
+    complete: bool,
+    now: datetime | None = None,
+) -> list[ToolChange]:
+    """Compare tools the upstream serves (canonical, gateway.manifest) with the approved manifest
+    and keep the differences as pending ToolChange rows; returns the rows created.
+
+    `complete`: `observed` is the upstream's whole list (discovery), so approved tools missing
+    from it were removed, and pending changes of tools that now match or are gone are closed
+    as reverted. Partial observations (a tools/list page the gateway saw) only add or update,
+    and are merged into the listing's discovered manifest so the creator approves what agents
+    were offered. One pending row per tool: a tool that changes again updates its row without
+    a new notification. The creator and admins are emailed once per new row, after commit.
+    """
+    from gateway.toolscan import tool_scan
+
+    now = now or datetime.now(tz=UTC)
+    created: list[ToolChange] = []
+    with transaction.atomic():  # the upstream row lock orders this with approvals
+        upstream = HostedUpstream.objects.select_for_update().filter(listing_id=listing_id).first()
+        current = ToolManifest.objects.filter(listing_id=listing_id).order_by("-version").first()
+        if upstream is None or current is None:
+            return []  # nothing approved yet: nothing to compare with
+        if not complete and observed:
+            merged = _manifest_merge(list(upstream.manifest), observed)
+            hashes = tool_hashes(merged)
+            upstream.manifest, upstream.manifest_hash = merged, manifest_hash(hashes)
+            upstream.save(update_fields=["manifest", "manifest_hash", "updated_at"])
+        approved = {t["name"]: t for t in current.tools}
+        approved_hashes: dict[str, str] = current.tool_hashes
+        pending = {
+            c.name: c
+            for c in ToolChange.objects.filter(
+                listing_id=listing_id, status=ToolChangeStatus.PENDING
+            )
+        }
+        diffs: dict[str, tuple[str, dict[str, Any] | None, str]] = {}
+        matching: set[str] = set()
+        for tool in observed:
+            name = tool["name"]
+            h = tool_hash(tool)
+            if name not in approved:
+                diffs[name] = (ToolChangeKind.ADDED, tool, h)
+            elif h != approved_hashes.get(name):
+                diffs[name] = (ToolChangeKind.CHANGED, tool, h)
+            else:
+                matching.add(name)
+        if complete:
+            seen = {t["name"] for t in observed}
+            for name in approved:
+                if name not in seen:
+                    diffs[name] = (ToolChangeKind.REMOVED, None, "")
+        reverted = [
+            c.pk
+            for name, c in pending.items()
+            if name in matching or (complete and name not in diffs)
+        ]
+        if reverted:
+            ToolChange.objects.filter(pk__in=reverted).update(
+                status=ToolChangeStatus.REVERTED, resolved_at=now
+            )
+        for name, (kind, seen_tool, h) in diffs.items():
+            findings = [f.as_dict() for f in tool_scan(seen_tool)] if seen_tool else []
+            row = pending.get(name)
+            if row is not None:
+                if row.observed_hash != h or row.kind != kind:
+                    row.kind, row.observed, row.observed_hash = kind, seen_tool, h
+                    row.findings, row.last_seen_at = findings, now
+                    row.save(
+                        update_fields=[
+                            "kind",
+                            "observed",
+                            "observed_hash",
+                            "findings",
+                            "last_seen_at",
+                        ]
+                    )
+                continue
+            row = ToolChange(
+                listing_id=listing_id,
+                manifest=current,
+                name=name[:200],
+                kind=kind,
+                source=source,
+                approved=approved.get(name),
+                observed=seen_tool,
+                observed_hash=h,
+                findings=findings,
+                detected_at=now,
+                last_seen_at=now,
+            )
+            row.save()
+            created.append(row)
+    if created:
+        ids = [c.pk for c in created]
+        logger.warning(
+            "gateway.tool_changes_detected",
+            extra={"listing_id": listing_id, "n": len(ids), "source": source},
+        )
+        transaction.on_commit(lambda: tool_changes_notify(change_ids=ids))
+    return created
+
+
+def tool_changes_drain(*, client: Any) -> int:
+    """Move the changes gateway processes saw (TOOL_CHANGES_KEY) into ToolChange rows.
+
+    Fields are deleted only after their listing's rows are committed, so a crash re-reads them
+    (recording is idempotent: one pending row per tool). Malformed fields are dropped.
+    """
+    from gateway import fastjson
+
+    fields: list[Any] = []
+    cursor: Any = 0
+    while len(fields) < TOOL_CHANGES_BATCH:
+        cursor, page = client.hscan(TOOL_CHANGES_KEY, cursor, count=100)
+        fields += list(page.items())
+        if not int(cursor):
+            break
+    by_listing: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+    bad: list[Any] = []
+    for field_name, raw in fields[:TOOL_CHANGES_BATCH]:
+        try:
+            item = fastjson.loads(raw)
+            listing_id = int(item["listing_id"])
+            tool = tool_canonical(item["tool"])
+        except (ValueError, KeyError, TypeError):
+            tool = None
+        if tool is None:
+            bad.append(field_name)
+            continue
+        by_listing.setdefault(listing_id, []).append((field_name, tool))
+    recorded = 0
+    for listing_id, items in by_listing.items():
+        tools = list({t["name"]: t for _, t in items}.values())  # the last seen per name
+        created = tool_changes_record(
+            listing_id=listing_id,
+            observed=tools,
+            source=ToolChangeSource.GATEWAY,
+            complete=False,
+        )
+        client.hdel(TOOL_CHANGES_KEY, *[f for f, _ in items])
+        if created:  # a full discovery also finds removed tools and the rest of the list
+            _tools_refresh_enqueue(listing_id=listing_id)
+        recorded += len(created)
+    if bad:
+        client.hdel(TOOL_CHANGES_KEY, *bad)
+    return recorded
+
+
+def tool_changes_notify(*, change_ids: list[int]) -> int:
+    """Email the listing's owner and the staff about new tool changes (one email each per batch
+    of new rows; rows are created once, so nobody hears of a change twice). Returns emails sent.
+    The one place to move onto a notifications system when there is one."""
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.mail import send_mail
+    from django.urls import reverse
+
+    from common.text import clean_text
+
+    changes = list(
+        ToolChange.objects.filter(pk__in=change_ids).select_related("listing", "listing__owner")
+    )
+    if not changes:
+        return 0
+    sent = 0
+    by_listing: dict[int, list[ToolChange]] = {}
+    for change in changes:
+        by_listing.setdefault(change.listing_id, []).append(change)
+    staff = list(
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)[:50]
+    )
+    for rows in by_listing.values():
+        listing = rows[0].listing
+        page = settings.SITE_URL + reverse("ui:creator-listing", kwargs={"name": listing.name})
+        lines = [
+            f"The upstream of {listing.name} now serves tools that differ from the ones you "
+            "approved. Agents keep seeing the approved tools; the changed and new ones are "
+            "refused (and never billed) until they are approved again.",
+            "",
+        ]
+        for row in rows:
+            flagged = f", {len(row.findings)} warning(s)" if row.findings else ""
+            name = clean_text(row.name, max_length=100)
+            lines.append(f"- {name}: {row.get_kind_display().lower()}{flagged}")
+        lines += ["", f"Review the differences and approve them: {page}"]
+        body = "\n".join(lines)
+        subject = clean_text(f"Tools changed on {listing.name}: review needed", max_length=150)
+        owner_email = getattr(listing.owner, "email", "") if listing.owner_id else ""
+        for recipients in ([owner_email] if owner_email else [], staff):
+            if recipients:
+                send_mail(subject, body, None, recipients, fail_silently=False)
+                sent += 1
+    return sent

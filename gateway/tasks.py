@@ -132,3 +132,14 @@ def hosted_upstreams_tools_refresh_task() -> int:
     for listing_id in listing_ids:
         hosted_upstream_tools_refresh_task.delay(listing_id)
     return len(listing_ids)
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)  # type: ignore[untyped-decorator]
+def tool_changes_drain_task() -> int:
+    """Record the tool changes gateway processes saw in passing tools/list answers (the Redis
+    hash they write instead of PostgreSQL); idempotent (one pending change per tool)."""
+    from gateway.services import tool_changes_drain
+
+    if not settings.REDIS_URL:
+        return 0  # without Redis the gateway records them itself, off the request
+    return tool_changes_drain(client=usage.redis_client())
