@@ -10,7 +10,10 @@ machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). 
 2. the body, read once (413 over GATEWAY_MAX_BODY_BYTES) and parsed (400 + JSON-RPC error for
    non-JSON, arrays (batching was removed in 2025-06-18) and non-objects);
 3. admission in one Redis round trip (gateway.ratelimit): entitlement, listing, session
-   binding, rate limit, quota, spend caps. Every invalid key gets the same 401 and body;
+   binding, rate limit, quota, spend caps. Every invalid key gets the same 401 and body; a
+   tools/call of a tool outside the creator's approved manifest, or changed since, is admitted
+   as a plain request (nothing reserved) and refused -32602 (the rug-pull guard, checked in
+   process memory before admission);
 4. one upstream request (gateway.proxy), streamed back; a tools/call is matched by id, billed
    only when its result has no `isError: true`, and recorded on the usage queue.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -39,7 +43,14 @@ from billing.keys import key_is_well_formed
 from billing.pricing import advertised_price
 from gateway import deferred, fastjson, metering, proxy
 from gateway.crypto import identity_sign
-from gateway.guidance import Guidance
+from gateway.manifest import (
+    MAX_TOOL_BYTES,
+    PASSTHROUGH_KEYS,
+    TOOL_CHANGES_KEY,
+    canonical_bytes,
+    storable,
+    tool_canonical,
+)
 from gateway.ratelimit import (
     EXCLUDED,
     INVALID,
@@ -71,6 +82,13 @@ logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 JSON_CT = (b"content-type", b"application/json")
+_UNAUTHORIZED = fastjson.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32001, "message": "Invalid or missing license key."},
+    }
+)
 # Requests that name a task: only the key that created the task may send them.
 _TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel"})
 _QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
@@ -262,7 +280,6 @@ class Gateway:
         self.read_timeout: float = s.GATEWAY_UPSTREAM_READ_TIMEOUT
         self.idle_timeout: float = s.GATEWAY_STREAM_IDLE_TIMEOUT
         self.upstream_ttl: float = s.GATEWAY_UPSTREAM_CACHE_SECONDS
-        self.guidance = Guidance(self.upstream_ttl)  # refusal bodies people can act on
         # read_timeout bounds the wait for the response headers and between body reads; an SSE
         # stream may then stay silent up to idle_timeout (_Call._relay).
         self.http = proxy.UpstreamPool(
@@ -271,6 +288,12 @@ class Gateway:
         )
         self.upstreams: dict[str, tuple[float, UpstreamConfig | None]] = {}
         self.identities: dict[tuple[str, int, bytes], tuple[int, str]] = {}
+        # The rug-pull guard: the last hash this process saw for an approved tool whose
+        # tools/list entry differed from the approved one (absent = it matched), and the
+        # changes already reported (listing:approved hash:seen hash).
+        self.tool_seen: dict[tuple[int, str], str] = {}
+        self.tool_reported: set[str] = set()
+        self.background: set[asyncio.Future[Any]] = set()
         self.flights = _SingleFlight()
         self.queue = metering.LocalUsageQueue()
         local = LocalLimiter(
@@ -327,7 +350,92 @@ class Gateway:
         )
         return ent
 
+    def tool_refusal(self, up: UpstreamConfig, tool: str) -> tuple[str, str]:
+        """(reason, message) when the approved manifest does not allow a tools/call of `tool`:
+        never approved, or changed since (a pending change anywhere, or this process saw its
+        tools/list entry differ). ("", "") when it may be called. Dict lookups only."""
+        approved = up.approved_hashes
+        if approved is None:
+            return "", ""
+        want = approved.get(tool)
+        if want is None:
+            return "tool_unapproved", f"Unknown tool: {tool[:100]} (not approved by the creator)."
+        if tool in up.blocked or self.tool_seen.get((up.listing_id, tool), want) != want:
+            text = "Tool changed since the creator approved it; awaiting re-approval."
+            return "tool_changed", text
+        return "", ""
+
+    def tools_guard(self, up: UpstreamConfig, tools: list[Any]) -> list[dict[str, Any]]:
+        """A tools/list answer's tools as the creator approved them: an unchanged tool passes
+        (as its approved copy, plus the upstream's unhashed `_meta`, `icons`, `execution`), a
+        changed one is replaced by its approved copy, one never approved is dropped. Changes
+        are remembered for tools/call and reported off the request (Redis, else a thread)."""
+        approved = up.approved_hashes or {}
+        kept: list[dict[str, Any]] = []
+        names: set[str] = set()
+        for entry in tools:
+            tool = tool_canonical(entry)
+            if tool is None or tool["name"] in names:
+                continue  # a second entry of one name is ambiguous: the first one counts
+            name = tool["name"]
+            names.add(name)
+            data = canonical_bytes(tool)
+            seen = hashlib.sha256(data).hexdigest()
+            want = approved.get(name)
+            if seen == want:
+                self.tool_seen.pop((up.listing_id, name), None)
+                if name in up.blocked:  # back to the approved tool: the pending change can close
+                    self._tool_report(up, tool, seen, want, data)
+            else:
+                self._tool_report(up, tool, seen, want or "", data)
+                if want is None:
+                    continue
+                if len(self.tool_seen) > 100_000:
+                    self.tool_seen.clear()
+                self.tool_seen[(up.listing_id, name)] = seen
+            out = dict(up.approved_tools[name])
+            for key in PASSTHROUGH_KEYS:
+                if key in entry:
+                    out[key] = entry[key]
+            kept.append(out)
+        return kept
+
+    def _tool_report(
+        self, up: UpstreamConfig, tool: dict[str, Any], seen: str, want: str, data: bytes
+    ) -> None:
+        """Hand a seen change to the recorder once per process: a Redis HSET (drained by
+        tool_changes_drain_task), or without Redis (the demo) the service in a thread. Never
+        awaited by the request; a failure is retried on the next pass."""
+        mark = f"{up.listing_id}:{want}:{seen}"
+        if len(data) > MAX_TOOL_BYTES or mark in self.tool_reported or not storable(data):
+            return  # cannot be approved: discovery names it instead
+        if len(self.tool_reported) > 10_000:
+            self.tool_reported.clear()
+        self.tool_reported.add(mark)
+        coro: Awaitable[Any]
+        if self.redis is not None:
+            payload = fastjson.dumps(
+                {"listing_id": up.listing_id, "tool": tool, "seen_at": time.time()}
+            )
+            coro = self.redis.client.call("HSET", TOOL_CHANGES_KEY, mark, payload)
+        else:
+            coro = sync_to_async(_tool_change_record_sync)(up.listing_id, tool)
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            self.background.discard(fut)
+            if fut.cancelled() or fut.exception() is not None:
+                self.tool_reported.discard(mark)
+                logger.warning(
+                    "gateway.tool_change_report_failed", extra={"listing_id": up.listing_id}
+                )
+
+        fut = asyncio.ensure_future(coro)
+        self.background.add(fut)
+        fut.add_done_callback(done)
+
     async def close(self) -> None:
+        if self.background:
+            await asyncio.wait(list(self.background), timeout=1.0)
         if self.redis is not None:
             await self.redis.close()  # deferred records first; failures land in the queue
         await self.queue.flush()
@@ -496,6 +604,11 @@ class Gateway:
         if session_id and not _session_id_ok(session_id):
             return await _respond(send, 400, _error_body(rpc_id, -32600, "Bad Mcp-Session-Id."))
 
+        refused, refusal = "", ""
+        if kind == KIND_CALL and up.approved_hashes is not None:
+            refused, refusal = self.tool_refusal(up, tool)
+            if refused:  # authenticated like any request, but nothing is reserved or billed
+                kind, tool = KIND_REQUEST, ""
         call_id = str(metering.new_call_id()) if kind == KIND_CALL else ""
         if self.require_key:
             try:
@@ -514,6 +627,10 @@ class Gateway:
             adm = Admission(OK, _anonymous(up))
         if adm.verdict != OK or adm.entitlement is None:
             return await self._refuse(send, name, adm, rpc_id, tool, now)
+        if refused:
+            metering.rejected_metric(name, refused).inc()
+            body = _error_body(rpc_id, -32602, refusal, {"reason": refused})
+            return await _respond(send, 200, body)
         ent = adm.entitlement
         pending: dict[str, Any] | None = None
         if rpc_method in _TASK_METHODS and ent.key_id:
@@ -558,8 +675,7 @@ class Gateway:
 
     async def _unauthorized(self, send: proxy.Send, name: str) -> None:
         metering.rejected_metric(name, "auth").inc()
-        body = self.guidance.unauthorized(name)
-        await _respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        await _respond(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
 
     async def _refuse(
         self, send: proxy.Send, name: str, adm: Admission, rpc_id: Any, tool: str, now: float
@@ -573,7 +689,7 @@ class Gateway:
             return await _respond(send, 404, _error_body(rpc_id, -32001, "Session not found."))
         if v == EXCLUDED:
             metering.rejected_metric(name, "excluded").inc()
-            body = await self.guidance.not_on_plan(rpc_id, ent, name, tool)
+            body = _error_body(rpc_id, -32602, f"Unknown tool: {tool[:100]}")
             return await _respond(send, 200, body)
         if v == UNAVAILABLE:
             metering.rejected_metric(name, "unavailable").inc()
@@ -582,12 +698,10 @@ class Gateway:
         if v == RATE_LIMITED:
             reason, code, text = "rate_limited", -32029, "Rate limit exceeded."
             headers = _rate_headers(adm)
-            action = ""
         elif v == QUOTA:
             reason, code, text = "quota", -32030, "Monthly call quota used up."
             adm.retry_after = seconds_to_period_end(ent.period_start, now)
             headers = []
-            action = "See your usage or change plans"
         elif v == SPEND_CAP:
             reason, code = "spend_cap", -32031
             text = f"Spend cap reached for this {adm.cap_window}."
@@ -597,17 +711,20 @@ class Gateway:
                 else seconds_to_period_end(ent.period_start, now)
             )
             headers = []
-            action = "See your spending or raise the key's cap"
         else:
             logger.error("gateway.unknown_verdict", extra={"verdict": v})
             return await _respond(send, 500, _error_body(rpc_id, -32603, "Internal error."))
         metering.rejected_metric(name, reason).inc()
         retry = str(max(adm.retry_after, 1)).encode()
-        if action:
-            body = self.guidance.limit_reached(rpc_id, code, text, ent, int(retry), action)
-        else:
-            body = _error_body(rpc_id, code, text, {"retry_after": int(retry)})
+        body = _error_body(rpc_id, code, text, {"retry_after": int(retry)})
         await _respond(send, 429, body, [(b"retry-after", retry), *headers])
+
+
+def _tool_change_record_sync(listing_id: int, tool: dict[str, Any]) -> None:
+    """Without Redis (the demo): record a seen tool change directly, in a worker thread."""
+    from gateway.services import tool_changes_record
+
+    tool_changes_record(listing_id=listing_id, observed=[tool], source="gateway", complete=False)
 
 
 def _anonymous(up: UpstreamConfig) -> Entitlement:
@@ -695,6 +812,8 @@ class _Call:
         tools = message["result"].get("tools")
         if not isinstance(tools, list):
             return None
+        if self.up.approved_hashes is not None:
+            tools = self.gw.tools_guard(self.up, tools)
         kept = []
         for t in tools:
             if not isinstance(t, dict):

@@ -48,6 +48,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
     # Minutes are sealed 10 s after they end; a run every 10 s sends them soon after.
     "gateway-usage-report": {"task": "gateway.tasks.usage_report_task", "schedule": 10.0},
+    # Tool changes gateway processes saw pass (the rug-pull guard) become pending changes and
+    # emails; the gateway refuses the changed tools in its own process at once regardless.
+    "gateway-tool-changes-drain": {
+        "task": "gateway.tasks.tool_changes_drain_task",
+        "schedule": 10.0,
+    },
     # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
     # the upstream also refreshes its own list at once).
     "gateway-upstream-tools-refresh": {
