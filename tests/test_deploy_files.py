@@ -132,3 +132,16 @@ def test_no_secret_is_committed_in_the_deploy_files():
     for name in re.findall(r"\$\{([A-Z_]*PASSWORD[A-Z_]*)", text):
         assert f"${{{name}:?" in text, f"{name} has a default"
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_dockerfile_copies_every_product_app_and_the_templates():
+    """A new app in INSTALLED_APPS needs its COPY line, or the image fails at collectstatic
+    (tests/test_docker_image.py shows that slowly; this says which line is missing)."""
+    from django.conf import settings
+
+    copied = set(re.findall(r"^COPY\s+(\S+)", (ROOT / "Dockerfile").read_text(), flags=re.M))
+    ours = {app for app in settings.INSTALLED_APPS if "." not in app and (ROOT / app).is_dir()}
+    needed = (ours - {"demo", "fakes"}) | {"templates", "manage.py", "pyproject.toml"}
+    missing = needed - copied
+    assert not missing, f"Dockerfile does not COPY: {sorted(missing)}"
+    assert not copied & {"demo", "fakes", "tests", ".env"}, "the image holds the product only"
