@@ -12,6 +12,11 @@ from billing.services.checkout import checkout_fulfil, checkout_order_close
 from billing.services.creators import connect_account_sync
 from billing.services.earnings import charge_refunded, dispute_closed, dispute_created
 from billing.services.events import EventNotReady
+from billing.services.notices import (
+    dispute_opened_notify,
+    payment_failed_notify,
+    subscription_change_notify,
+)
 from billing.services.subscriptions import (
     invoice_paid_record,
     invoice_subscription_id,
@@ -50,10 +55,12 @@ def handle_checkout_async_failed(event: StripeEvent) -> None:
 
 
 def handle_subscription_changed(event: StripeEvent) -> None:
-    """created / updated / deleted all mean "re-read the subscription and mirror it"."""
-    subscription_sync(
+    """created / updated / deleted all mean "re-read the subscription and mirror it"; the buyer
+    hears once when it is set to end, and once when it ended."""
+    row = subscription_sync(
         stripe_subscription_id=str(_object(event)["id"]), stripe_event_id=event.stripe_event_id
     )
+    subscription_change_notify(row=row)
 
 
 def handle_invoice_paid(event: StripeEvent) -> None:
@@ -63,9 +70,13 @@ def handle_invoice_paid(event: StripeEvent) -> None:
 
 def handle_invoice_payment_failed(event: StripeEvent) -> None:
     """Dunning: the subscription's status (past_due, later unpaid) drives the license."""
-    sub_id = invoice_subscription_id(_object(event))
+    invoice = _object(event)
+    sub_id = invoice_subscription_id(invoice)
     if sub_id:
-        subscription_sync(stripe_subscription_id=sub_id, stripe_event_id=event.stripe_event_id)
+        row = subscription_sync(
+            stripe_subscription_id=sub_id, stripe_event_id=event.stripe_event_id
+        )
+        payment_failed_notify(invoice=invoice, row=row)
 
 
 def handle_account_updated(event: StripeEvent) -> None:
@@ -79,7 +90,8 @@ def handle_charge_refunded(event: StripeEvent) -> None:
 
 
 def handle_dispute_created(event: StripeEvent) -> None:
-    dispute_created(dispute=_object(event), stripe_event_id=event.stripe_event_id)
+    row = dispute_created(dispute=_object(event), stripe_event_id=event.stripe_event_id)
+    dispute_opened_notify(dispute=row)
 
 
 def handle_dispute_closed(event: StripeEvent) -> None:

@@ -4,9 +4,10 @@ import logging
 
 from celery import shared_task
 
-from billing.models import StripeEvent
+from billing.models import PlanPrice, StripeEvent
 from billing.services.events import stripe_event_process, stripe_events_catch_up
 from billing.services.licenses import licenses_expire_due
+from billing.services.notices import api_keys_expiring_notify, price_increase_notify
 from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
 from billing.services.subscriptions import creator_subscription_price_update
 
@@ -80,3 +81,19 @@ def plan_prices_apply_due_task() -> int:
 @shared_task  # type: ignore[untyped-decorator]
 def licenses_expire_due_task() -> int:
     return licenses_expire_due()
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)  # type: ignore[untyped-decorator]
+def plan_price_increase_notify_task(self, price_id: int) -> int:  # type: ignore[no-untyped-def]
+    """Tell the buyers on older versions of a plan about a price increase and its date.
+    Running it twice emails nobody twice (one notification per buyer and version)."""
+    if not PlanPrice.objects.filter(pk=price_id).exists():
+        logger.warning("billing.plan_price_missing", extra={"price_id": price_id})
+        return 0
+    return int(price_increase_notify(price_id=price_id))
+
+
+@shared_task  # type: ignore[untyped-decorator]
+def api_keys_expiring_notify_task() -> int:
+    """Beat: one email per key that stops working within the next days."""
+    return int(api_keys_expiring_notify())

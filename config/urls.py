@@ -22,6 +22,7 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("", include("web.urls")),
     path("", include("web.urls_ui")),
+    path("", include("notifications.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("marketplace.urls")),
 ]

@@ -5,6 +5,9 @@ import socket
 
 import pytest
 
+# A loopback SMTP server (aiosmtpd) for tests that read the mail we send.
+pytest_plugins = ["tests.smtp"]
+
 _real_connect = socket.socket.connect
 _real_create_connection = socket.create_connection
 

@@ -8,16 +8,11 @@ headings or GFM autolinks to an agent's context. Only URLs we build ourselves be
 import re
 
 from billing.pricing import ToolAdvert
+from common.money import money_format
 from common.text import clean_text
 
-# ISO 4217 currencies whose minor unit is not 1/100 (Stripe's list of zero-decimal and
-# three-decimal currencies); everything else has two decimals.
-_ZERO_DECIMAL = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga"}
-    | {"pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
-)
-_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
-_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
+__all__ = ["money_format"]  # re-exported: pages and agents' views import it from here
+
 
 PLAN_KIND_LABELS = {
     "free": "Free",
@@ -25,23 +20,6 @@ PLAN_KIND_LABELS = {
     "subscription": "Subscription",
     "per_call": "Pay per call",
 }
-
-
-def money_format(*, amount: int, currency: str) -> str:
-    """Integer minor units as money: (3, "usd") -> "$0.03", (500, "jpy") -> "500 JPY"."""
-    code = (currency or "").lower()
-    decimals = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
-    sign = "-" if amount < 0 else ""
-    value = abs(int(amount))
-    if decimals:
-        whole, frac = divmod(value, 10**decimals)
-        number = f"{whole:,}.{frac:0{decimals}d}"
-    else:
-        number = f"{value:,}"
-    symbol = _SYMBOLS.get(code)
-    if symbol:
-        return f"{sign}{symbol}{number}"
-    return f"{sign}{number} {code.upper()}"
 
 
 def count_format(value: int) -> str:

@@ -30,6 +30,7 @@ from billing.models import (
 )
 from billing.selectors import license_live_for, plan_price_latest
 from billing.services.licenses import USABLE_FOR_NEW_KEYS, api_key_create, license_issue
+from billing.services.notices import purchase_notify
 from billing.services.plans import plan_stripe_sync
 from common.exceptions import ApplicationError, NotFoundError
 
@@ -298,6 +299,7 @@ def checkout_fulfil(*, session_id: str, stripe_event_id: str = "") -> License | 
         order.save(
             update_fields=["status", "completed_at", "stripe_payment_intent_id", "updated_at"]
         )
+        purchase_notify(order=order, license=lic)  # receipt and new sale, sent after commit
     logger.info("billing.checkout_fulfilled", extra={"order_id": order.pk, "license_id": lic.pk})
     return lic
 

@@ -14,6 +14,7 @@ from billing import stripe_client
 from billing.lock_objects import connect_account_lock
 from billing.models import ConnectAccount, Creator, Plan
 from billing.services.licenses import invalidate_plan_on_commit
+from billing.services.notices import payouts_attention_notify
 from common.exceptions import ApplicationError, NotFoundError
 from marketplace.models import Listing, ListingSource
 
@@ -201,6 +202,7 @@ def connect_account_sync(*, stripe_account_id: str) -> ConnectAccount | None:
         row.save(
             update_fields=["charges_enabled", "payouts_enabled", "details_submitted", "updated_at"]
         )
+        payouts_attention_notify(row=row, account=account.to_dict())  # requirements due
     logger.info(
         "billing.connect_account_synced",
         extra={"account": stripe_account_id, "payable": row.is_payable},

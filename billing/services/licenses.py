@@ -30,6 +30,7 @@ from billing.models import (
     Plan,
     PlanPrice,
 )
+from billing.services.notices import key_created_notify
 from common.exceptions import ApplicationError
 
 if TYPE_CHECKING:
@@ -258,6 +259,7 @@ def api_key_create(
     )
     key.full_clean()
     key.save()
+    key_created_notify(key=key)  # a security mail (created or rotated), sent after commit
     logger.info("billing.api_key_created", extra={"key_id": key.pk, "license_id": license.pk})
     return key, raw
 

@@ -299,6 +299,8 @@ def plan_price_change(
         new.save()
         if not increase:
             _move_licenses_to(price=new)
+        else:  # every buyer on an older version hears of it, with its date
+            _price_increase_notify_on_commit(new.pk)
         if locked.kind != PlanKind.FREE:
             _sync_on_commit(locked.pk)
     logger.info(
@@ -306,6 +308,12 @@ def plan_price_change(
         extra={"plan_id": plan.pk, "version": new.version, "increase": increase},
     )
     return new
+
+
+def _price_increase_notify_on_commit(price_id: int) -> None:
+    from billing.tasks import plan_price_increase_notify_task
+
+    transaction.on_commit(lambda: plan_price_increase_notify_task.delay(price_id))
 
 
 def _is_increase(*, old: PlanPrice, new: PlanPrice) -> bool:

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "marketplace",
     "billing",
     "gateway",
+    "notifications",
     "web",
 ]
 # In a checkout, not in the production image (Dockerfile): the demo runner (seeds accounts with
@@ -134,8 +135,23 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Email, with Django's own setting names (notifications/). Without EMAIL_HOST, or with DEBUG on
+# (the demo), mail is printed to the console; EMAIL_BACKEND overrides either way.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST))
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # every outside call has a timeout
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST and not DEBUG
+    else "django.core.mail.backends.console.EmailBackend",
+)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Toolbooth <noreply@toolbooth.local>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # Cookies and transport: secure outside DEBUG.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)

@@ -44,6 +44,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.licenses_expire_due_task",
         "schedule": 15 * 60,
     },
+    # Keys that stop working within 3 days (billing.services.notices): one email per key and
+    # expiry (notifications make a second run send nothing).
+    "billing-api-keys-expiring-notify": {
+        "task": "billing.tasks.api_keys_expiring_notify_task",
+        "schedule": 60 * 60,
+    },
+    # Notifications whose send task was lost (a broker outage at commit) are queued again.
+    "notifications-resend-stuck": {
+        "task": "notifications.tasks.notifications_resend_stuck_task",
+        "schedule": 5 * 60,
+    },
     "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
     "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
     # Minutes are sealed 10 s after they end; a run every 10 s sends them soon after.
