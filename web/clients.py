@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 KEY_PLACEHOLDER = "<your license key>"
 
@@ -28,13 +30,59 @@ class ClientSnippet:
     text: str
 
 
+MCP_REMOTE = "mcp-remote"  # the stdio bridge Claude Desktop runs (npm; tested at 0.15.1)
+VSCODE_INPUT = "toolbooth-key"
+
+
+def _loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1")
+
+
+def claude_desktop_config(*, slug: str, gateway_url: str, token: str) -> dict[str, Any]:
+    """Claude Desktop starts only local (command) servers from its config file, so the gateway
+    is reached through the `mcp-remote` bridge. The key travels in `env` and the header value
+    names it (`${AUTH}`, which mcp-remote expands): no space after the colon, since some
+    launchers split arguments on spaces. mcp-remote refuses plain http except on loopback."""
+    args = [MCP_REMOTE, gateway_url, "--header", "Authorization:${AUTH}"]
+    if urlsplit(gateway_url).scheme == "http" and not _loopback(gateway_url):
+        args.append("--allow-http")
+    server = {"command": "npx", "args": args, "env": {"AUTH": f"Bearer {token}"}}
+    return {"mcpServers": {slug: server}}
+
+
+def vscode_config(*, slug: str, name: str, gateway_url: str) -> dict[str, Any]:
+    """VS Code prompts for the key (and keeps it in its secret storage) instead of reading it
+    from `.vscode/mcp.json`, a file that tends to get committed. One input per server, since
+    each listing has its own keys."""
+    input_id = f"{VSCODE_INPUT}-{slug}"
+    return {
+        "inputs": [
+            {
+                "type": "promptString",
+                "id": input_id,
+                "description": f"Toolbooth license key for {name}",
+                "password": True,
+            }
+        ],
+        "servers": {
+            slug: {
+                "type": "http",
+                "url": gateway_url,
+                "headers": {"Authorization": f"Bearer ${{input:{input_id}}}"},
+            }
+        },
+    }
+
+
 def client_snippets(*, name: str, gateway_url: str, key: str | None = None) -> list[ClientSnippet]:
-    """Claude Desktop and Cursor (`mcpServers`), VS Code (`servers`), and the Python SDK."""
+    """Claude Desktop (`mcp-remote` bridge), Cursor (`mcpServers` over HTTP), VS Code (prompts
+    for the key), and the Python SDK."""
     token = key or KEY_PLACEHOLDER
     header = {"Authorization": f"Bearer {token}"}
     slug = client_slug(name)
-    mcp_servers = {"mcpServers": {slug: {"type": "http", "url": gateway_url, "headers": header}}}
-    vscode = {"servers": {slug: {"type": "http", "url": gateway_url, "headers": header}}}
+    claude = claude_desktop_config(slug=slug, gateway_url=gateway_url, token=token)
+    cursor = {"mcpServers": {slug: {"type": "http", "url": gateway_url, "headers": header}}}
+    vscode = vscode_config(slug=slug, name=name, gateway_url=gateway_url)
     python = f'''"""Call a server through Toolbooth: python toolbooth_client.py [TOOL] [JSON]"""
 
 import asyncio
@@ -69,21 +117,28 @@ asyncio.run(main())
         ClientSnippet(
             id="claude",
             title="Claude Desktop",
-            where="claude_desktop_config.json (Settings > Developer > Edit config)",
+            where=(
+                "claude_desktop_config.json (Settings > Developer > Edit Config), then restart "
+                "Claude Desktop. It runs local servers only, so mcp-remote (needs Node.js) "
+                "bridges to the gateway with your key."
+            ),
             language="json",
-            text=json.dumps(mcp_servers, indent=2),
+            text=json.dumps(claude, indent=2),
         ),
         ClientSnippet(
             id="cursor",
             title="Cursor",
-            where="~/.cursor/mcp.json, or .cursor/mcp.json in a project",
+            where="~/.cursor/mcp.json (keep keys out of a project's .cursor/mcp.json)",
             language="json",
-            text=json.dumps(mcp_servers, indent=2),
+            text=json.dumps(cursor, indent=2),
         ),
         ClientSnippet(
             id="vscode",
             title="VS Code",
-            where=".vscode/mcp.json in your workspace",
+            where=(
+                ".vscode/mcp.json in your workspace: VS Code asks for the key when it starts "
+                "the server and keeps it in its secret storage, never in the file"
+            ),
             language="json",
             text=json.dumps(vscode, indent=2),
         ),

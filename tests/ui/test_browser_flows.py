@@ -209,8 +209,13 @@ def test_creator_sells_and_buyer_buys_calls_and_sees_usage(
     buyer.get_by_role("button", name="Copy the Claude Desktop configuration").click()
     claude = json.loads(buyer.evaluate("navigator.clipboard.readText()"))
     server = claude["mcpServers"]["io-github-maker-weather"]
-    assert server["url"] == f"{SITE}/mcp/{name}"
-    assert server["headers"]["Authorization"] == f"Bearer {raw_key}"
+    assert server["args"] == [
+        "mcp-remote",
+        f"{SITE}/mcp/{name}",
+        "--header",
+        "Authorization:${AUTH}",
+    ]
+    assert server["env"]["AUTH"] == f"Bearer {raw_key}"
 
     # Shown exactly once: a reload does not show it again.
     buyer.reload()
