@@ -41,7 +41,9 @@ from billing.entitlements import Entitlement
 from billing.keys import key_hash as hash_key
 from billing.keys import key_is_well_formed
 from billing.pricing import advertised_price
+from common.clientaddr import client_address, trusted_networks
 from gateway import deferred, fastjson, metering, proxy
+from gateway.authfail import AuthFailures
 from gateway.crypto import identity_sign
 from gateway.manifest import (
     MAX_TOOL_BYTES,
@@ -327,6 +329,11 @@ class Gateway:
             )
         else:
             self.deferred = deferred.LocalDeferred(local.counters, self.queue.put)
+        self.trusted_proxies = trusted_networks(s.TRUSTED_PROXIES)
+        self.auth_failures = AuthFailures(
+            self.redis.client if self.redis is not None else None,
+            s.GATEWAY_AUTH_FAILURES_PER_MINUTE,
+        )
 
     def identity(self, up: UpstreamConfig, license_id: int) -> str:
         """The signed identity header; its signature covers whole seconds, so it is signed once
@@ -471,6 +478,7 @@ class Gateway:
         session_id: str,
         now: float,
         call_id: str,
+        may_load: bool = True,
     ) -> Admission:
         limiter: RedisLimiter | LocalLimiter = self.redis if self.redis is not None else self.local
         return await limiter.admit(
@@ -481,6 +489,7 @@ class Gateway:
             session_id=session_id,
             now=now,
             call_id=call_id,
+            may_load=may_load,
         )
 
     async def session_bind(self, session_id: str, key_id: int, now: float) -> None:
@@ -542,7 +551,7 @@ class Gateway:
             auth = headers.get(b"authorization", b"")
             raw_key = auth[7:].strip().decode("latin-1") if auth[:7].lower() == b"bearer " else ""
             if not key_is_well_formed(raw_key):
-                return await self._unauthorized(send, name)
+                return await self._unauthorized(send, name, scope, now)
             key_hash = hash_key(raw_key)
 
         message: dict[str, Any] | None = None
@@ -620,13 +629,15 @@ class Gateway:
                     session_id=session_id,
                     now=now,
                     call_id=call_id,
+                    # A throttled address's unknown keys are not looked up (gateway.authfail).
+                    may_load=not (self.auth_failures.blocked and self._throttled(scope, now)),
                 )
             except StoreUnavailable:
                 return await self._store_unavailable(send, name, rpc_id)
         else:
             adm = Admission(OK, _anonymous(up))
         if adm.verdict != OK or adm.entitlement is None:
-            return await self._refuse(send, name, adm, rpc_id, tool, now)
+            return await self._refuse(send, name, adm, rpc_id, tool, now, scope)
         if refused:
             metering.rejected_metric(name, refused).inc()
             body = _error_body(rpc_id, -32602, refusal, {"reason": refused})
@@ -673,16 +684,39 @@ class Gateway:
         body = _error_body(rpc_id, -32050, "Temporarily unavailable; retry shortly.")
         await _respond(send, 503, body, [(b"retry-after", b"1")])
 
-    async def _unauthorized(self, send: proxy.Send, name: str) -> None:
+    def _throttled(self, scope: Scope, now: float) -> int:
+        address = client_address(scope, self.trusted_proxies)
+        return self.auth_failures.retry_after(address, now)
+
+    async def _unauthorized(self, send: proxy.Send, name: str, scope: Scope, now: float) -> None:
+        """401, counted against the client address; 429 once it failed too often
+        (gateway.authfail). Only failures pay for the count."""
+        address = client_address(scope, self.trusted_proxies)
+        retry = self.auth_failures.retry_after(address, now)
+        if not retry:
+            retry = await self.auth_failures.failed(address, now)
+        if retry:
+            metering.rejected_metric(name, "auth_throttled").inc()
+            body = _error_body(
+                None, -32029, "Too many invalid keys from this address.", {"retry_after": retry}
+            )
+            return await _respond(send, 429, body, [(b"retry-after", str(retry).encode())])
         metering.rejected_metric(name, "auth").inc()
         await _respond(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
 
     async def _refuse(
-        self, send: proxy.Send, name: str, adm: Admission, rpc_id: Any, tool: str, now: float
+        self,
+        send: proxy.Send,
+        name: str,
+        adm: Admission,
+        rpc_id: Any,
+        tool: str,
+        now: float,
+        scope: Scope,
     ) -> None:
         v = adm.verdict
         if v in (INVALID, WRONG_LISTING) or adm.entitlement is None:
-            return await self._unauthorized(send, name)
+            return await self._unauthorized(send, name, scope, now)
         ent = adm.entitlement
         if v == SESSION:
             metering.rejected_metric(name, "session").inc()
@@ -959,6 +993,16 @@ class _Call:
         if method == "DELETE" and session_id and resp.status < 300:
             await gw.session_forget(session_id, self.now)
         ctype = resp.headers.get("content-type", "")
+        if 300 <= resp.status < 400:
+            # Never followed (it could point anywhere: SSRF), and a bare 3xx means nothing to
+            # an MCP client: a JSON-RPC error it can show. Not billed.
+            logger.warning(
+                "gateway.upstream_redirect",
+                extra={"listing_id": self.up.listing_id, "status": resp.status},
+            )
+            body = _error_body(self.rpc_id, -32603, "upstream redirect refused")
+            await _respond(send, 502, body)
+            return "rpc_error"
         if resp.status >= 500:
             fail = "upstream_error"
         else:

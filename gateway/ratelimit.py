@@ -393,10 +393,14 @@ class LocalLimiter:
         self._counters: dict[str, int] = {}
         self._sessions: dict[str, tuple[str, float]] = {}
 
-    async def entitlement(self, key_hash: str, now: float) -> Entitlement | None:
+    async def entitlement(
+        self, key_hash: str, now: float, may_load: bool = True
+    ) -> Entitlement | None:
         hit = self._ents.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if not may_load:  # a throttled address (gateway.authfail): no PostgreSQL read
+            return None
         ent = await self._loader(key_hash)
         if len(self._ents) > 100_000:
             self._ents.clear()
@@ -436,8 +440,9 @@ class LocalLimiter:
         now: float,
         call_id: str = "",  # not tracked in flight: this process is the only one that knows it
         paid_allowed: bool = True,
+        may_load: bool = True,
     ) -> Admission:
-        ent = await self.entitlement(key_hash, now)
+        ent = await self.entitlement(key_hash, now, may_load)
         if ent is None or ent.status != "active":
             return Admission(INVALID, local=True)
         if ent.expires_at is not None and ent.expires_at <= now:
@@ -688,11 +693,14 @@ class RedisLimiter:
         session_id: str,
         now: float,
         call_id: str = "",
+        may_load: bool = True,
     ) -> Admission:
+        """`may_load=False` (a throttled address, gateway.authfail): a key Redis does not
+        know is INVALID rather than looked up in PostgreSQL."""
         if self.available(now):
             try:
                 return await self._admit_redis(
-                    key_hash, listing_name, kind, tool, session_id, now, call_id
+                    key_hash, listing_name, kind, tool, session_id, now, call_id, may_load
                 )
             except REDIS_FAILURES as exc:
                 self.mark_down(now, exc)
@@ -704,6 +712,7 @@ class RedisLimiter:
             session_id=session_id,
             now=now,
             paid_allowed=False,
+            may_load=may_load,
         )
 
     async def _admit_redis(
@@ -715,6 +724,7 @@ class RedisLimiter:
         session_id: str,
         now: float,
         call_id: str,
+        may_load: bool = True,
     ) -> Admission:
         if self._heartbeat is None:
             self._heartbeat = asyncio.ensure_future(self._beat())
@@ -729,6 +739,8 @@ class RedisLimiter:
             f"{call_id} {self.gateway_id}" if call_id else "",
         ]
         reply = await self._admit(args)
+        if reply[0] == MISS and not may_load:
+            return Admission(INVALID)
         if reply[0] == MISS:
             ent, text, stale = await self._stale.load(key_hash, self._loader, now)
             args.append(text)

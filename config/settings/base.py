@@ -17,6 +17,10 @@ VAR_DIR = Path(env_str("TOOLBOOTH_VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = env_required("SECRET_KEY", debug=DEBUG, local_default="insecure-local-only-secret-key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+# Reverse proxies whose X-Forwarded-For names the client (addresses or networks, e.g.
+# "10.0.0.0/8"): per-address limits (invalid keys at the gateway, /mcp-catalog streams) read
+# the header only from these peers (common.clientaddr). Empty: the TCP peer is the client.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 

@@ -42,6 +42,9 @@ GATEWAY_SESSION_TTL_SECONDS = max(env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 36
 # streams) a minute. A plan's "N calls a minute" counts tool calls only, per license; this
 # separate, generous bucket only stops floods. 0 = no limit.
 GATEWAY_METHOD_RATE_PER_MINUTE = max(env_int("GATEWAY_METHOD_RATE_PER_MINUTE", 600), 0)
+# Invalid-key answers (401) a client address may get a minute; past it 429 + Retry-After and
+# its made-up keys are not looked up in PostgreSQL (gateway.authfail). 0 = no limit.
+GATEWAY_AUTH_FAILURES_PER_MINUTE = max(env_int("GATEWAY_AUTH_FAILURES_PER_MINUTE", 30), 0)
 # Requests (streams included) in flight to one upstream per process; past it a request waits
 # at most the connect timeout, then gets 503 + Retry-After.
 GATEWAY_UPSTREAM_POOL_SIZE = max(env_int("GATEWAY_UPSTREAM_POOL_SIZE", 200), 1)

@@ -209,10 +209,19 @@ def test_metrics_without_a_token_answer_loopback_peers_only(settings, client, st
     assert (refusal[0] if refusal else None) == status
 
 
-def test_redirects_are_passed_back_not_followed(gateway, hosted, seed_key):
+def test_an_upstream_redirect_is_a_json_rpc_error_not_followed_nor_billed(
+    gateway, hosted, seed_key
+):
     name = hosted()
     key = seed_key(name)
     r = call(gateway, name, key, "redirect", 1)
-    assert r.status_code == 307
-    drain()
-    assert UsageEvent.objects.get().outcome == "rpc_error"
+    assert r.status_code == 502
+    assert "location" not in r.headers
+    assert r.json() == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {"code": -32603, "message": "upstream redirect refused"},
+    }
+    assert drain() == 1
+    event = UsageEvent.objects.get()
+    assert (event.outcome, event.billable) == ("rpc_error", False)
