@@ -239,6 +239,9 @@ class _SingleFlight:
             fut.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(fut)
 
+    def running(self, key: str) -> bool:
+        return key in self._inflight
+
 
 def _routing_headers_agree(headers: dict[bytes, bytes], method: str, tool: str) -> bool:
     """The 2026-07-28 routing headers, when sent, equal the body (servers must answer 400
@@ -450,7 +453,9 @@ class Gateway:
 
     async def upstream(self, name: str, now: float) -> UpstreamConfig | None:
         hit = self.upstreams.get(name)
-        if hit is not None and hit[0] > now:
+        if hit is not None and (hit[0] > now or self.flights.running("up:" + name)):
+            # Fresh, or a reload is under way: the others do not queue behind it (during a
+            # PostgreSQL outage that reload waits GATEWAY_DB_TIMEOUT).
             return hit[1]
         try:
             config: UpstreamConfig | None = await self.flights.run(
@@ -460,8 +465,9 @@ class Gateway:
             if hit is None:
                 raise
             # Stale if error: the listing's upstream rarely changes, and a PostgreSQL outage
-            # should not stop keys that Redis still knows. Asked again in a second.
-            self.upstreams[name] = (now + 1.0, hit[1])
+            # should not stop keys that Redis still knows. Asked again a second after the
+            # failed read (not after this request began: it waited GATEWAY_DB_TIMEOUT).
+            self.upstreams[name] = (time.time() + 1.0, hit[1])
             return hit[1]
         if len(self.upstreams) > 10_000:
             self.upstreams.clear()

@@ -317,12 +317,12 @@ def test_a_recently_served_key_outlives_a_database_outage_for_a_bounded_time(
     from django.db import connection
 
     from billing.services.licenses import api_key_create, api_key_revoke
-    from tests.billing.factories import LicenseFactory
+    from tests.billing.factories import MeteredLicenseFactory
     from tests.gateway.factories import HostedUpstreamFactory
 
     up = HostedUpstreamFactory()
     name = up.listing.name
-    lic = LicenseFactory(plan_price__plan__listing=up.listing, plan_price__per_call_amount=4)
+    lic = MeteredLicenseFactory(plan_price__plan__listing=up.listing, plan_price__per_call_amount=4)
     served, raw = api_key_create(license=lic)
     revoked, revoked_raw = api_key_create(license=lic)
     _, unseen_raw = api_key_create(license=lic)  # in PostgreSQL, never served before
@@ -366,6 +366,11 @@ def test_a_recently_served_key_outlives_a_database_outage_for_a_bounded_time(
             assert refused.json()["error"]["code"] == -32050
         for rid in range(6, 9):  # inside the bound every call is served, most from the cache
             assert paid(rid).status_code == 200
+        with ThreadPoolExecutor(16) as pool:  # under load, at most one request waits on a probe
+            timed = list(pool.map(lambda rid: _timed(lambda: paid(rid)), range(100, 116)))
+        assert [r.status_code for r, _ in timed] == [200] * 16
+        slow = sorted(took for _, took in timed if took > 0.6)  # waited a GATEWAY_DB_TIMEOUT
+        assert len(slow) <= 1, slow
         assert time.monotonic() < confirmed + 7
         time.sleep(max(0.0, confirmed + 8.3 - time.monotonic()))
         late = paid(9)  # past the bound: fails closed
@@ -385,6 +390,6 @@ def test_a_recently_served_key_outlives_a_database_outage_for_a_bounded_time(
         proxy.close()
     drain()
     billed = UsageEvent.objects.filter(key_id=served.pk, billable=True)
-    assert len(receipts) == 6  # rid 2, 3, 6, 7, 8 and 10
+    assert len(receipts) == 22  # rid 2, 3, 6, 7, 8, 10 and the 16 concurrent ones
     assert sorted(str(c) for c in billed.values_list("call_id", flat=True)) == sorted(receipts)
     assert set(billed.values_list("unit_amount", flat=True)) == {4}
