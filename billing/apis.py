@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import selectors
+from billing.authentication import ME_AUTHENTICATION
 from billing.models import RATE_LIMIT_MAX_PER_MINUTE, ApiKey, License, Plan, PlanKind
 from billing.services import checkout, claims, creators, licenses, plans
 from common.exceptions import ApplicationError
@@ -91,6 +92,7 @@ class _KeyCreated(_KeyOutput):
 
 
 class LicenseListApi(APIView):
+    authentication_classes = ME_AUTHENTICATION  # a personal token or the session
     permission_classes = [IsAuthenticated]
 
     @extend_schema_serializer(component_name="LicenseListOutput")
@@ -110,6 +112,7 @@ class LicenseListApi(APIView):
 
 
 class LicenseDetailApi(APIView):
+    authentication_classes = ME_AUTHENTICATION  # a personal token or the session
     permission_classes = [IsAuthenticated]
 
     @extend_schema_serializer(component_name="LicenseDetailOutput")
@@ -126,6 +129,7 @@ class ApiKeyListCreateApi(APIView):
     """GET lists a license's keys, POST mints one. One view serves both verbs of the same
     collection URL; each verb is still one selector or one service call."""
 
+    authentication_classes = ME_AUTHENTICATION  # a personal token or the session
     permission_classes = [IsAuthenticated]
 
     @extend_schema_serializer(component_name="ApiKeyListCreateInput")
@@ -172,6 +176,7 @@ class ApiKeyListCreateApi(APIView):
 
 
 class ApiKeyRotateApi(APIView):
+    authentication_classes = ME_AUTHENTICATION  # a personal token or the session
     permission_classes = [IsAuthenticated]
 
     OutputSerializer = _KeyCreated
@@ -189,6 +194,7 @@ class ApiKeyRotateApi(APIView):
 
 
 class ApiKeyRevokeApi(APIView):
+    authentication_classes = ME_AUTHENTICATION  # a personal token or the session
     permission_classes = [IsAuthenticated]
 
     @extend_schema_serializer(component_name="ApiKeyRevokeOutput")

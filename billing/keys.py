@@ -57,3 +57,24 @@ def key_hash(raw_key: str) -> str:
 def key_display_prefix(raw_key: str) -> str:
     """Enough to recognise a key in a list (`tb_live_3kT9xQ`), far too little to use it."""
     return raw_key[:DISPLAY_PREFIX_LENGTH]
+
+
+# Personal API tokens (/api/v1/me/ for scripts and agents): the same shape under their own
+# prefix, so a token is never mistaken for a license key (the gateway refuses it by shape).
+TOKEN_PREFIX = "tbp_"  # noqa: S105 (a prefix, not a secret)
+TOKEN_LENGTH = len(TOKEN_PREFIX) + _BODY_LEN + _CHECK_LEN
+
+
+def token_generate() -> str:
+    """A new raw personal API token. Shown to its owner once, never stored."""
+    body = _base62(int.from_bytes(secrets.token_bytes(32), "big"), _BODY_LEN)
+    return TOKEN_PREFIX + body + _checksum(TOKEN_PREFIX + body)
+
+
+def token_is_well_formed(raw_token: str) -> bool:
+    """Shape and checksum only: rejects typos and license keys before any lookup."""
+    if len(raw_token) != TOKEN_LENGTH or not raw_token.startswith(TOKEN_PREFIX):
+        return False
+    if not (raw_token.isascii() and raw_token[len(TOKEN_PREFIX) :].isalnum()):
+        return False
+    return hmac.compare_digest(_checksum(raw_token[:-_CHECK_LEN]), raw_token[-_CHECK_LEN:])

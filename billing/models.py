@@ -368,6 +368,27 @@ class ApiKey(models.Model):
         return f"{self.display_prefix}… (license {self.license_id})"
 
 
+class PersonalToken(models.Model):
+    """A person's API token for `/api/v1/me/...` (scripts and agents), stored like license keys:
+    HMAC-SHA256 under the server pepper plus a display prefix; the raw token is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, default="")
+    token_hash = models.CharField(max_length=64, unique=True)
+    display_prefix = models.CharField(max_length=20)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.display_prefix}… (user {self.user_id})"
+
+
 class SaleKind(models.TextChoices):
     ONE_TIME = "one_time", "One-time license"
     INVOICE = "invoice", "Subscription invoice"

@@ -20,6 +20,7 @@ from billing.models import (
     DisputeStatus,
     License,
     LicenseStatus,
+    PersonalToken,
     Plan,
     PlanPrice,
     Sale,
@@ -306,3 +307,8 @@ def creator_statement_list(*, creator_id: int, month: date) -> list[CreatorState
         CreatorStatement(date(month.year, month.month, 1), c, 0, 0, 0, 0, 0, 0, h)
         for c, h in sorted(held.items())
     ]
+
+
+def personal_token_list(*, user: User, limit: int = 100) -> list[PersonalToken]:
+    """A person's API tokens, newest first (revoked ones too: the page shows them as such)."""
+    return list(PersonalToken.objects.filter(user_id=user.pk).order_by("-created_at")[:limit])

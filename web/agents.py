@@ -27,6 +27,7 @@ from web.selectors import (
     listing_cards_search,
     listing_offer_get,
     markdown_url,
+    named_url,
     page_url,
     sign_in_url,
     sign_up_url,
@@ -94,9 +95,15 @@ def llms_txt() -> str:
         if sign_in
         else f"signs in on {settings.SITE_URL}."
     )
+    tokens = named_url("ui:tokens")
+    api_auth = (
+        f" with a personal API token from [API tokens]({tokens}) as `Authorization: Bearer tbp_...`"
+        if tokens
+        else ""
+    )
     licenses_step = (
         f"3. Create a license key on [your licenses]({licenses}) (or `POST "
-        f"{site_url('/api/v1/me/licenses/<license id>/keys')}`)."
+        f"{site_url('/api/v1/me/licenses/<license id>/keys')}`{api_auth})."
         if licenses
         else "3. Create a license key for the license."
     )
@@ -155,7 +162,10 @@ timeouts and refused calls cost nothing.
 generous per-key limit). Over it the gateway answers HTTP 429 with a `Retry-After` header \
 (seconds) and a JSON-RPC error: wait that long, then retry.
 - A plan's monthly call allowance, or a spend cap set on the key, also answers 429 once reached.
-- A missing, revoked or expired key gets 401; a deprecated or deleted listing may stop working.
+- A missing, revoked or expired key gets 401 (its message links the server's page, where a \
+person buys a license or manages keys); a deprecated or deleted listing may stop working.
+- A tool outside your plan is refused with JSON-RPC error -32602 naming the plans that include \
+it; quota and spend-cap errors (-32030, -32031) link your license page (`error.data`).
 - HTTP 503 with `Retry-After` means metering is briefly unavailable: retry after that delay.
 
 ## Optional
