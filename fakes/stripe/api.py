@@ -18,6 +18,7 @@ from fakes.stripe.core import (
     ApiError,
     FakeStripe,
     Request,
+    add_interval,
     aggregate,
     missing,
     strip_private,
@@ -164,6 +165,7 @@ class StripeApi:
             ("GET", r(r"/v1/subscription_items/([^/]+)"), self.subscription_item_retrieve),
             ("POST", r(r"/v1/subscription_items/([^/]+)"), self.subscription_item_update),
             ("DELETE", r(r"/v1/subscriptions/([^/]+)"), self.subscription_cancel),
+            ("POST", r(r"/v1/invoices/create_preview"), self.invoice_preview),
             ("GET", r(r"/v1/invoices/([^/]+)"), self.retrieve("invoices", "invoice")),
             (
                 "GET",
@@ -983,6 +985,9 @@ class StripeApi:
     def subscription_update(
         self, req: Request, params: JSON, groups: tuple[str, ...]
     ) -> tuple[int, Any]:
+        """`POST /v1/subscriptions/{id}`: cancel at period end (or resume), and add, swap or
+        delete items with Stripe's prorations (`create_prorations` bills them on the next
+        invoice, `always_invoice` at once, `none` not at all)."""
         check_params(
             params,
             {
@@ -992,6 +997,7 @@ class StripeApi:
                 "cancel_at",
                 "items",
                 "proration_behavior",
+                "proration_date",
             },
         )
         sub = self._subscription(groups[0])
@@ -1002,9 +1008,16 @@ class StripeApi:
                 param="items" if "items" in params else "cancel_at_period_end",
             )
         changes = self._item_changes(sub, params)
+        behavior = self._proration(params)
+        flag = (
+            _bool(params["cancel_at_period_end"], "cancel_at_period_end")
+            if "cancel_at_period_end" in params
+            else None
+        )
         before = self.engine.render(sub)
-        if "cancel_at_period_end" in params:
-            flag = _bool(params["cancel_at_period_end"], "cancel_at_period_end")
+        at = self._proration_date(params, sub)
+        self._apply_changes(sub, changes, behavior=behavior, at=at, base_url=req.base_url)
+        if flag is not None:
             sub["cancel_at_period_end"] = flag
             period_end = max(i["current_period_end"] for i in sub["items"]["data"])
             sub["cancel_at"] = period_end if flag else None
@@ -1013,12 +1026,22 @@ class StripeApi:
             sub["description"] = params["description"] or None
         if "metadata" in params:
             _merge_metadata(sub, params)
-        self._apply_item_changes(changes)
         after = self.engine.render(sub)
         previous = {k: before[k] for k in before if before[k] != after.get(k)}
         self.engine.emit(
             "customer.subscription.updated", sub, previous_attributes=previous, request=req
         )
+        billable = sub.get("_pending_lines") or sub.get("_removed_items")
+        if behavior == "always_invoice" and billable:
+            inv = self.engine._build_invoice(
+                sub,
+                billing_reason="subscription_update",
+                usage_period=None,
+                licensed_period=None,
+                base_url=req.base_url,
+            )
+            inv["period_start"] = inv["period_end"] = at
+            self.engine._settle_invoice(sub, inv, fail=False)
         return 200, self.out(sub, params)
 
     # -- subscription items --------------------------------------------------------------------
@@ -1031,27 +1054,35 @@ class StripeApi:
                     return sub, item
         raise missing("subscription_item", si_id, param)
 
-    def _proration(self, params: JSON) -> None:
-        """Stripe defaults to `create_prorations`; the fake bills whole periods only, so it
-        accepts the other documented values but refuses to pretend it prorated."""
-        value = params.get("proration_behavior", "create_prorations")
+    def _proration(self, params: JSON) -> str:
+        """Stripe's default is `create_prorations`."""
+        value = str(params.get("proration_behavior") or "create_prorations")
         if value not in PRORATION_BEHAVIORS:
             raise ApiError(
                 400,
                 f"Invalid proration_behavior: must be one of {', '.join(PRORATION_BEHAVIORS)}",
                 param="proration_behavior",
             )
-        if value != "none":
+        return value
+
+    def _proration_date(self, params: JSON, sub: JSON) -> int:
+        """`proration_date` (what a preview used) must fall in the current period."""
+        t = now()
+        if params.get("proration_date") in (None, ""):
+            return t
+        when = _int(params["proration_date"], "proration_date")
+        start = min((i["current_period_start"] for i in sub["items"]["data"]), default=t)
+        if when < start or when > t + 300:
             raise ApiError(
                 400,
-                "The fake does not model prorations: pass proration_behavior=none (the new "
-                "price is then billed from the next period).",
-                param="proration_behavior",
+                "proration_date must be within the current billing period.",
+                param="proration_date",
             )
+        return when
 
-    def _new_price(self, sub: JSON, item: JSON, price_id: Any, param: str) -> JSON:
-        """Validate a replacement price like Stripe: known, active, recurring, and the same
-        currency and interval as the rest of the subscription."""
+    def _check_price(self, sub: JSON, like: JSON | None, price_id: Any, param: str) -> JSON:
+        """Validate a price for the subscription like Stripe: known, active, recurring, and the
+        same currency and interval as the rest of the subscription (`like`: an item of it)."""
         if not isinstance(price_id, str) or not price_id:
             raise ApiError(400, f"Invalid string: {price_id!r}", param=param)
         pr = self.state.get("prices", price_id)
@@ -1077,19 +1108,24 @@ class StripeApi:
                 "subscription. Found mismatch in currency field.",
                 param=param,
             )
-        old = item["price"]["recurring"]
-        new = pr["recurring"]
-        if (new["interval"], int(new["interval_count"])) != (
-            old["interval"],
-            int(old["interval_count"]),
-        ):
-            raise ApiError(
-                400,
-                "Currency and interval fields must match across all plans on this "
-                "subscription. Found mismatch in interval field.",
-                param=param,
-            )
-        if new.get("usage_type") != old.get("usage_type"):
+        if like is not None:
+            old = like["price"]["recurring"]
+            new = pr["recurring"]
+            if (new["interval"], int(new["interval_count"])) != (
+                old["interval"],
+                int(old["interval_count"]),
+            ):
+                raise ApiError(
+                    400,
+                    "Currency and interval fields must match across all plans on this "
+                    "subscription. Found mismatch in interval field.",
+                    param=param,
+                )
+        return pr
+
+    def _new_price(self, sub: JSON, item: JSON, price_id: Any, param: str) -> JSON:
+        pr = self._check_price(sub, item, price_id, param)
+        if pr["recurring"].get("usage_type") != item["price"]["recurring"].get("usage_type"):
             raise ApiError(
                 400,
                 "The fake swaps a price for one of the same usage_type only.",
@@ -1097,32 +1133,36 @@ class StripeApi:
             )
         return pr
 
-    def _item_changes(self, sub: JSON, params: JSON) -> list[tuple[JSON, JSON]]:
+    def _item_changes(self, sub: JSON, params: JSON) -> list[JSON]:
         """Validate `items[n][...]` in full before anything changes (Stripe applies an update
-        all or nothing). Returns (item, {field: new value}) pairs."""
+        all or nothing). Each entry: {"op": update|add|delete, "item", "fields"}."""
         raw_items = params.get("items")
         if raw_items in (None, ""):
-            if "proration_behavior" in params:
-                self._proration(params)
             return []
         if not isinstance(raw_items, list):
             raise ApiError(400, "Invalid array", param="items")
-        changes: list[tuple[JSON, JSON]] = []
+        changes: list[JSON] = []
         seen: set[str] = set()
+        live = list(sub["items"]["data"])
+        prices_after = {i["price"]["id"] for i in live}
         for i, raw in enumerate(raw_items):
             prefix = f"items[{i}]"
             if not isinstance(raw, dict):
                 raise ApiError(400, f"Invalid {prefix}", param=prefix)
-            check_params(raw, {"id", "price", "quantity", "metadata"}, prefix)
+            check_params(raw, {"id", "price", "quantity", "metadata", "deleted"}, prefix)
             si_id = raw.get("id")
+            deleted = "deleted" in raw and _bool(raw["deleted"], f"{prefix}[deleted]")
             if not si_id:
-                raise ApiError(
-                    400,
-                    f"The fake updates existing subscription items only: pass {prefix}[id].",
-                    param=f"{prefix}[id]",
-                )
-            owner, item = self._item_of(si_id, f"{prefix}[id]")
-            if owner["id"] != sub["id"]:
+                if deleted:
+                    raise ApiError(
+                        400, f"{prefix}[deleted] needs {prefix}[id].", param=f"{prefix}[id]"
+                    )
+                changes.append(self._item_add(sub, live, raw, prefix, prices_after))
+                continue
+            # Look in `sub` itself: a preview works on a copy of the subscription.
+            item = next((it for it in live if it["id"] == si_id), None)
+            if item is None:
+                self._item_of(si_id, f"{prefix}[id]")  # 404 when it exists nowhere
                 raise ApiError(
                     400,
                     f"The subscription item {si_id} does not belong to subscription {sub['id']}.",
@@ -1133,10 +1173,73 @@ class StripeApi:
                     400, f"Subscription item {si_id} is listed twice.", param=f"{prefix}[id]"
                 )
             seen.add(si_id)
-            changes.append((item, self._item_fields(sub, item, raw, prefix)))
-        if any("price" in fields or "quantity" in fields for _, fields in changes):
-            self._proration(params)
+            if deleted:
+                if raw.get("price") not in (None, "") or raw.get("quantity") not in (None, ""):
+                    raise ApiError(
+                        400,
+                        f"You cannot update {prefix} and delete it at once.",
+                        param=f"{prefix}[deleted]",
+                    )
+                prices_after.discard(item["price"]["id"])
+                changes.append({"op": "delete", "item": item, "fields": {}})
+                continue
+            fields = self._item_fields(sub, item, raw, prefix)
+            if "price" in fields:
+                if fields["price"]["id"] in prices_after:
+                    raise ApiError(
+                        400,
+                        "Cannot add multiple subscription items with the same price: "
+                        f"{fields['price']['id']}.",
+                        param=f"{prefix}[price]",
+                    )
+                prices_after.discard(item["price"]["id"])
+                prices_after.add(fields["price"]["id"])
+            changes.append({"op": "update", "item": item, "fields": fields})
+        remaining = len(live) - sum(1 for c in changes if c["op"] == "delete")
+        remaining += sum(1 for c in changes if c["op"] == "add")
+        if remaining < 1:
+            raise ApiError(
+                400,
+                "A subscription must have at least one item; to end it, cancel it instead.",
+                param="items",
+            )
         return changes
+
+    def _item_add(
+        self, sub: JSON, live: list[JSON], raw: JSON, prefix: str, prices_after: set[str]
+    ) -> JSON:
+        """A new item (`items[n][price]` without an id): a price not yet on the subscription;
+        a metered price takes no quantity, a licensed one defaults to 1."""
+        if raw.get("price") in (None, ""):
+            raise ApiError(
+                400,
+                f"Missing required param: {prefix}[price].",
+                code="parameter_missing",
+                param=f"{prefix}[price]",
+            )
+        pr = self._check_price(sub, live[0] if live else None, raw["price"], f"{prefix}[price]")
+        if pr["id"] in prices_after:
+            raise ApiError(
+                400,
+                f"Cannot add multiple subscription items with the same price: {pr['id']}.",
+                param=f"{prefix}[price]",
+            )
+        prices_after.add(pr["id"])
+        metered = pr["recurring"].get("usage_type") == "metered"
+        if metered and raw.get("quantity") not in (None, ""):
+            raise ApiError(
+                400,
+                "Quantity should not be specified where usage_type is `metered`.",
+                param=f"{prefix}[quantity]",
+            )
+        quantity = (
+            None if metered else _int(raw.get("quantity") or 1, f"{prefix}[quantity]", minimum=0)
+        )
+        fields: JSON = {"price": pr, "quantity": quantity}
+        if "metadata" in raw:
+            _metadata(raw)
+            fields["metadata"] = raw["metadata"]
+        return {"op": "add", "item": None, "fields": fields}
 
     def _item_fields(self, sub: JSON, item: JSON, raw: JSON, prefix: str) -> JSON:
         """The changes `raw` asks of `item` (`prefix` is `items[n]`, or "" on the item route)."""
@@ -1162,6 +1265,52 @@ class StripeApi:
             _metadata(raw)
             fields["metadata"] = raw["metadata"]
         return fields
+
+    def _apply_changes(
+        self, sub: JSON, changes: list[JSON], *, behavior: str, at: int, base_url: str
+    ) -> None:
+        """Swap, add and delete items. Swapped items keep their id and period (`advance` bills
+        the new price from the next period); added items join the current period; a deleted
+        metered item's usage so far stays billable on the next invoice (it is kept privately
+        until then). Licensed changes are prorated unless `behavior` is `none`."""
+        items: list[JSON] = sub["items"]["data"]
+        period = (
+            min(i["current_period_start"] for i in items),
+            max(i["current_period_end"] for i in items),
+        )
+        pending: list[JSON] = sub.setdefault("_pending_lines", [])
+        for change in changes:
+            item, fields = change["item"], change["fields"]
+            before = copy.deepcopy(item) if item is not None else None
+            if change["op"] == "delete":
+                items.remove(item)
+                if item["price"]["recurring"].get("usage_type") == "metered":
+                    gone = copy.deepcopy(item)
+                    gone["_removed_at"] = at
+                    gone["_removed_seq"] = self.state.meter_event_seq
+                    sub.setdefault("_removed_items", []).append(gone)
+                after = None
+            elif change["op"] == "add":
+                item = objects.subscription_item(
+                    sub_id=sub["id"],
+                    price_obj=copy.deepcopy(fields["price"]),
+                    quantity=fields["quantity"],
+                    start=period[0],
+                    end=period[1],
+                )
+                # A meter's earlier usage was billed (or belongs) elsewhere: count from now.
+                item["_billed_seq"] = self.state.meter_event_seq
+                if "metadata" in fields:
+                    _merge_metadata(item, {"metadata": fields["metadata"]})
+                items.append(item)
+                after = item
+            else:
+                self._apply_item_changes([(item, fields)])
+                after = item if ("price" in fields or "quantity" in fields) else None
+                if after is None:
+                    before = None
+            if behavior != "none" and (before is not None or after is not None):
+                pending.extend(self.engine.prorate(sub, before, after, at))
 
     def _apply_item_changes(self, changes: list[tuple[JSON, JSON]]) -> None:
         """Swap prices in place. The item keeps its id and current period; `advance` reads the
@@ -1197,20 +1346,37 @@ class StripeApi:
         if sub["status"] == "canceled":
             raise ApiError(400, "A canceled subscription's items cannot be updated.")
         fields = self._item_fields(sub, item, params, "")
-        if "price" in fields or "quantity" in fields:
-            self._proration(params)
+        behavior = self._proration(params)
         before = self.engine.render(sub)
-        self._apply_item_changes([(item, fields)])
+        self._apply_changes(
+            sub,
+            [{"op": "update", "item": item, "fields": fields}],
+            behavior="none" if behavior == "none" else "create_prorations",
+            at=now(),
+            base_url=req.base_url,
+        )
         after = self.engine.render(sub)
         previous = {k: before[k] for k in before if before[k] != after.get(k)}
         self.engine.emit(
             "customer.subscription.updated", sub, previous_attributes=previous, request=req
         )
+        if behavior == "always_invoice" and sub.get("_pending_lines"):
+            inv = self.engine._build_invoice(
+                sub,
+                billing_reason="subscription_update",
+                usage_period=None,
+                licensed_period=None,
+                base_url=req.base_url,
+            )
+            self.engine._settle_invoice(sub, inv, fail=False)
         return 200, self.out(self._render_item(item), params)
 
     def subscription_cancel(
         self, req: Request, params: JSON, groups: tuple[str, ...]
     ) -> tuple[int, Any]:
+        """`DELETE /v1/subscriptions/{id}`: ends it now. `prorate` credits the unused time of
+        licensed items; `invoice_now` bills at once what is pending (usage so far, prorations);
+        otherwise pending prorations are dropped with the subscription."""
         check_params(params, {"invoice_now", "prorate", "cancellation_details"})
         sub = self._subscription(groups[0])
         if sub["status"] == "canceled":
@@ -1220,24 +1386,102 @@ class StripeApi:
                 code="resource_missing",
                 param="id",
             )
-        if params.get("invoice_now") and _bool(params["invoice_now"], "invoice_now"):
-            items = sub["items"]["data"]
+        invoice_now = "invoice_now" in params and _bool(params["invoice_now"], "invoice_now")
+        prorate = "prorate" in params and _bool(params["prorate"], "prorate")
+        t = now()
+        items = sub["items"]["data"]
+        if prorate:
+            pending: list[JSON] = sub.setdefault("_pending_lines", [])
+            for item in items:
+                pending.extend(self.engine.prorate(sub, item, None, t))
+        if invoice_now:
             start = min(i["current_period_start"] for i in items)
             inv = self.engine._build_invoice(
                 sub,
                 billing_reason="subscription_cycle",
-                usage_period=(start, now()),
+                usage_period=(start, t),
                 licensed_period=None,
                 base_url=req.base_url,
             )
             self.engine._settle_invoice(sub, inv, fail=False)
-        t = now()
         sub["status"] = "canceled"
         sub["canceled_at"] = sub["canceled_at"] or t
         sub["ended_at"] = t
         sub["cancel_at_period_end"] = False
         self.engine.emit("customer.subscription.deleted", sub, request=req)
         return 200, self.out(sub, params)
+
+    # -- invoice previews ----------------------------------------------------------------------
+
+    def invoice_preview(self, req: Request, params: JSON, _: tuple[str, ...]) -> tuple[int, Any]:
+        """`POST /v1/invoices/create_preview` for a subscription: without changes, the next
+        invoice (pending prorations, usage so far, the next licensed period unless it ends at
+        the period end); with `subscription_details[items]`, what that update would bill:
+        at once for `always_invoice`, else the next invoice with its prorations. Stores
+        nothing; the id starts `upcoming_in_` as at Stripe."""
+        check_params(params, {"customer", "subscription", "subscription_details"})
+        details = _nested(
+            params,
+            "subscription_details",
+            {"items", "proration_behavior", "proration_date", "cancel_at_period_end"},
+        )
+        sub_id = params.get("subscription")
+        if not sub_id:
+            raise ApiError(
+                400,
+                "The fake previews subscription invoices only: pass `subscription`.",
+                code="parameter_missing",
+                param="subscription",
+            )
+        real = self._subscription(str(sub_id))
+        if params.get("customer") not in (None, "", real["customer"]):
+            raise ApiError(
+                400,
+                f"The subscription {real['id']} does not belong to customer {params['customer']}.",
+                param="customer",
+            )
+        if real["status"] in ("canceled", "incomplete_expired"):
+            raise ApiError(
+                400,
+                f"No upcoming invoices for customer: {real['customer']}",
+                code="invoice_upcoming_none",
+            )
+        sub = copy.deepcopy(real)
+        behavior = "create_prorations"
+        if details:
+            changes = self._item_changes(sub, details)
+            behavior = self._proration(details)
+            at = self._proration_date(details, sub)
+            self._apply_changes(sub, changes, behavior=behavior, at=at, base_url=req.base_url)
+            if "cancel_at_period_end" in details:
+                flag = _bool(details["cancel_at_period_end"], "cancel_at_period_end")
+                sub["cancel_at_period_end"] = flag
+        items = sub["items"]["data"]
+        start = min(i["current_period_start"] for i in items)
+        end = max(i["current_period_end"] for i in items)
+        if details and behavior == "always_invoice":
+            inv = self.engine._build_invoice(
+                sub,
+                billing_reason="subscription_update",
+                usage_period=None,
+                licensed_period=None,
+                base_url=req.base_url,
+                dry_run=True,
+            )
+        else:
+            recurring = items[0]["price"]["recurring"]
+            next_end = add_interval(end, recurring["interval"], int(recurring["interval_count"]))
+            inv = self.engine._build_invoice(
+                sub,
+                billing_reason="subscription_cycle",
+                usage_period=(start, end),
+                licensed_period=None if sub["cancel_at_period_end"] else (end, next_end),
+                base_url=req.base_url,
+                dry_run=True,
+            )
+        inv["hosted_invoice_url"] = None
+        inv["next_payment_attempt"] = end
+        return 200, strip_private(inv)
 
     # -- connect -------------------------------------------------------------------------------
 

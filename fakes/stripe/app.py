@@ -17,6 +17,7 @@ from fakes.stripe.core import API_VERSION, ApiError, FakeStripe, Request, Respon
 from fakes.stripe.forms import FormError, parse_form, parse_query
 from fakes.stripe.money_api import MoneyApi
 from fakes.stripe.pages import Pages
+from fakes.stripe.portal import PortalApi
 from fakes.stripe.state import FakeStripeState, now
 from fakes.stripe.webhooks import WebhookSender
 
@@ -34,6 +35,8 @@ class FakeStripeApp:
         self.engine = FakeStripe(state, sender)
         self.api = StripeApi(self.engine)
         self.api.routes += MoneyApi(self.api).routes()  # fees, transfers, balance, disputes
+        self.portal = PortalApi(self.api)
+        self.api.routes += self.portal.routes()  # billing_portal configurations, sessions
         self.pages = Pages(self.engine)
         self._faults: list[tuple[str, str]] = []
         self._faults_lock = threading.Lock()
@@ -72,7 +75,7 @@ class FakeStripeApp:
                 response = self._api(req)
             else:
                 with self.state.lock:
-                    page = self.pages.handle(req)
+                    page = self.portal.handle(req) or self.pages.handle(req)
                     if req.method == "POST":
                         self.state.save()
                 response = page or Response.html("<h1>Not found</h1>", 404)

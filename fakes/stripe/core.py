@@ -97,7 +97,7 @@ def missing(kind: str, object_id: str, param: str = "id") -> ApiError:
     return ApiError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
 
 
-def _add_interval(ts: int, interval: str, count: int) -> int:
+def add_interval(ts: int, interval: str, count: int) -> int:
     """Calendar arithmetic without timezone surprises: months/years move the UTC date."""
     import calendar
     from datetime import UTC, datetime, timedelta
@@ -297,7 +297,7 @@ class FakeStripe:
         for li in line_items:
             price_obj = self.state.get("prices", li["price"]["id"]) or li["price"]
             recurring = price_obj["recurring"]
-            end = trial_end or _add_interval(
+            end = trial_end or add_interval(
                 start, recurring["interval"], int(recurring["interval_count"])
             )
             items.append(
@@ -335,8 +335,11 @@ class FakeStripe:
 
     # -- invoices and periods ------------------------------------------------------------------
 
-    def _usage_for(self, sub: JSON, item: JSON) -> tuple[float, list[JSON]]:
-        """Unbilled meter usage of this item's customer+meter since the subscription started.
+    def _usage_for(
+        self, sub: JSON, item: JSON, *, upto_seq: int | None = None
+    ) -> tuple[float, list[JSON]]:
+        """Unbilled meter usage of this item's customer+meter since the subscription started
+        (up to meter event `upto_seq` for an item removed mid-period).
 
         A stand-in for test clocks: real time does not move with "advance", so usage recorded
         after one advance counts towards the next invoice instead of being lost.
@@ -350,11 +353,69 @@ class FakeStripe:
             e
             for e in self.state.meter_events()
             if e["_seq"] > watermark
+            and (upto_seq is None or e["_seq"] <= upto_seq)
             and e["event_name"] == mtr["event_name"]
             and e["_customer"] == sub["customer"]
             and e["timestamp"] >= sub["start_date"]
         ]
         return aggregate(mtr["default_aggregation"]["formula"], events), events
+
+    def _usage_line(
+        self,
+        sub: JSON,
+        item: JSON,
+        *,
+        inv_id: str,
+        period: tuple[int, int],
+        dry_run: bool,
+        upto_seq: int | None = None,
+    ) -> JSON:
+        price_obj = self.state.get("prices", item["price"]["id"]) or item["price"]
+        value, events = self._usage_for(sub, item, upto_seq=upto_seq)
+        quantity = round(value)
+        if events and not dry_run:
+            item["_billed_seq"] = max(e["_seq"] for e in events)
+        return objects.invoice_line(
+            invoice_id=inv_id,
+            sub=sub,
+            item={**item, "price": price_obj},
+            amount=quantity * int(price_obj.get("unit_amount") or 0),
+            quantity=quantity,
+            period_start=period[0],
+            period_end=period[1],
+            description=f"{quantity} x {price_obj['product']} (usage)",
+        )
+
+    def prorate(self, sub: JSON, before: JSON | None, after: JSON | None, at: int) -> list[JSON]:
+        """Stripe's prorations for one licensed item changed at `at`: a credit for the unused
+        time of what it was and a charge for the remaining time of what it is now, each
+        rounded on its own line. Metered items are never prorated. Returns pending lines
+        (`sub["_pending_lines"]`), billed on the next invoice or at once (`always_invoice`)."""
+        lines: list[JSON] = []
+        for sign, state in ((-1, before), (1, after)):
+            if state is None:
+                continue
+            price_obj = state["price"]
+            if (price_obj.get("recurring") or {}).get("usage_type") == "metered":
+                continue
+            start, end = int(state["current_period_start"]), int(state["current_period_end"])
+            if end <= start or at >= end:
+                continue
+            fraction = (end - max(at, start)) / (end - start)
+            qty = int(state.get("quantity") or 1)
+            amount = round(int(price_obj.get("unit_amount") or 0) * qty * fraction)
+            word = "Unused" if sign < 0 else "Remaining"
+            lines.append(
+                {
+                    "amount": sign * amount,
+                    "quantity": qty,
+                    "price": copy.deepcopy(price_obj),
+                    "item_id": state["id"],
+                    "period": [max(at, start), end],
+                    "description": f"{word} time on {qty} x {price_obj['product']} after {at}",
+                }
+            )
+        return lines
 
     def _build_invoice(
         self,
@@ -364,9 +425,38 @@ class FakeStripe:
         usage_period: tuple[int, int] | None,
         licensed_period: tuple[int, int] | None,
         base_url: str,
+        dry_run: bool = False,
     ) -> JSON:
-        inv_id = new_id("in_", 24)
+        """An invoice for `sub`: pending prorations, usage of items removed mid-period, usage
+        of the period (`usage_period`) and the licensed items of `licensed_period`, less the
+        customer's credit balance. `dry_run` (a preview) changes nothing and stores nothing."""
+        inv_id = new_id("upcoming_in_", 24) if dry_run else new_id("in_", 24)
         lines: list[JSON] = []
+        for pending in sub.get("_pending_lines") or []:
+            lines.append(
+                objects.invoice_line(
+                    invoice_id=inv_id,
+                    sub=sub,
+                    item={"id": pending["item_id"], "price": pending["price"]},
+                    amount=int(pending["amount"]),
+                    quantity=int(pending["quantity"]),
+                    period_start=int(pending["period"][0]),
+                    period_end=int(pending["period"][1]),
+                    description=pending["description"],
+                    proration=True,
+                )
+            )
+        for removed in sub.get("_removed_items") or []:
+            lines.append(
+                self._usage_line(
+                    sub,
+                    removed,
+                    inv_id=inv_id,
+                    period=(int(removed["current_period_start"]), int(removed["_removed_at"])),
+                    dry_run=dry_run,
+                    upto_seq=int(removed["_removed_seq"]),
+                )
+            )
         for item in sub["items"]["data"]:
             price_obj = self.state.get("prices", item["price"]["id"]) or item["price"]
             recurring = price_obj.get("recurring") or {}
@@ -374,21 +464,8 @@ class FakeStripe:
             if recurring.get("usage_type") == "metered":
                 if usage_period is None:
                     continue
-                value, events = self._usage_for(sub, item)
-                quantity = round(value)
-                if events:
-                    item["_billed_seq"] = max(e["_seq"] for e in events)
                 lines.append(
-                    objects.invoice_line(
-                        invoice_id=inv_id,
-                        sub=sub,
-                        item={**item, "price": price_obj},
-                        amount=quantity * unit,
-                        quantity=quantity,
-                        period_start=usage_period[0],
-                        period_end=usage_period[1],
-                        description=f"{quantity} x {price_obj['product']} (usage)",
-                    )
+                    self._usage_line(sub, item, inv_id=inv_id, period=usage_period, dry_run=dry_run)
                 )
             elif licensed_period is not None:
                 qty = int(item.get("quantity") or 1)
@@ -414,9 +491,29 @@ class FakeStripe:
             period_end=period[1],
             base_url=base_url,
         )
+        self._apply_balance(inv, dry_run=dry_run)
+        if dry_run:
+            return inv
+        sub["_pending_lines"] = []
+        sub["_removed_items"] = []
         self.state.put("invoices", inv)
         sub["latest_invoice"] = inv_id
         return inv
+
+    def _apply_balance(self, inv: JSON, *, dry_run: bool) -> None:
+        """The customer's balance (negative = credit) pays what it can of a positive invoice;
+        a negative invoice (a downgrade's credit) adds to it and is due 0, as at Stripe."""
+        cust = self.state.get("customers", inv["customer"] or "")
+        balance = int(cust["balance"]) if cust else 0
+        total = int(inv["total"])
+        applied = min(total, -balance) if total > 0 and balance < 0 else 0
+        due = max(total - applied, 0)
+        ending = balance + applied + min(total, 0)
+        inv["starting_balance"] = balance
+        inv["ending_balance"] = ending
+        inv["amount_due"] = inv["amount_remaining"] = due
+        if cust is not None and not dry_run:
+            cust["balance"] = ending
 
     def _settle_invoice(self, sub: JSON, inv: JSON, *, fail: bool) -> None:
         """created → finalized → paid | payment_failed, with the events Stripe sends."""
@@ -456,7 +553,7 @@ class FakeStripe:
             next_end = period_end
             for item in items:
                 recurring = item["price"]["recurring"]
-                next_end = _add_interval(
+                next_end = add_interval(
                     period_end, recurring["interval"], int(recurring["interval_count"])
                 )
             inv = self._build_invoice(
@@ -476,7 +573,7 @@ class FakeStripe:
             for item in items:
                 recurring = item["price"]["recurring"]
                 item["current_period_start"] = period_end
-                item["current_period_end"] = _add_interval(
+                item["current_period_end"] = add_interval(
                     period_end, recurring["interval"], int(recurring["interval_count"])
                 )
             sub["billing_cycle_anchor"] = sub["billing_cycle_anchor"] or period_end

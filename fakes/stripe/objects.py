@@ -382,6 +382,7 @@ def invoice_line(
     period_start: int,
     period_end: int,
     description: str,
+    proration: bool = False,
 ) -> JSON:
     price_obj = item["price"]
     return {
@@ -391,7 +392,7 @@ def invoice_line(
         "currency": sub["currency"],
         "description": description,
         "discount_amounts": [],
-        "discountable": True,
+        "discountable": not proration,
         "discounts": [],
         "invoice": invoice_id,
         "livemode": False,
@@ -400,8 +401,8 @@ def invoice_line(
             "invoice_item_details": None,
             "subscription_item_details": {
                 "invoice_item": None,
-                "proration": False,
-                "proration_details": None,
+                "proration": proration,
+                "proration_details": {"credited_items": None} if proration else None,
                 "subscription": sub["id"],
                 "subscription_item": item["id"],
             },
@@ -444,10 +445,12 @@ def invoice(
         "created": now(),
         "currency": sub["currency"],
         "customer": sub["customer"],
+        "ending_balance": None,
         "hosted_invoice_url": f"{base_url}/invoices/{inv_id}",
         "lines": list_envelope(lines, f"/v1/invoices/{inv_id}/lines"),
         "livemode": False,
         "metadata": {},
+        "next_payment_attempt": None,
         "number": None,
         "parent": {
             "quote_details": None,
@@ -460,6 +463,7 @@ def invoice(
         },
         "period_end": period_end,
         "period_start": period_start,
+        "starting_balance": 0,
         "status": "draft",
         "status_transitions": {
             "finalized_at": None,

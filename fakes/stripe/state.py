@@ -40,6 +40,8 @@ PREFIXES: dict[str, str] = {
     "txn_": "balance_transactions",
     "inpay_": "invoice_payments",
     "evt_": "events",
+    "bpc_": "billing_portal_configurations",
+    "bps_": "billing_portal_sessions",
 }
 COLLECTIONS: tuple[str, ...] = (*PREFIXES.values(), "checkout_line_items", "meter_events")
 _ALPHABET = string.ascii_letters + string.digits

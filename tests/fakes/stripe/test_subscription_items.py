@@ -105,7 +105,7 @@ def test_swap_is_validated_like_stripe_and_refusals_change_nothing(client, fake_
         (lambda: swap(si, inactive.id), 400, "items[0][price]"),
         (lambda: swap(metered_si, good.id), 400, "items[0][price]"),
         (lambda: swap(si, good.id, proration_behavior="sometimes"), 400, "proration_behavior"),
-        (lambda: swap(si, good.id, proration_behavior="always_invoice"), 400, None),
+        (lambda: swap(si, euro.id, proration_behavior="always_invoice"), 400, "items[0][price]"),
     ]
     for call, status, param in cases:
         with pytest.raises(stripe.StripeError) as exc:
