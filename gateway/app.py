@@ -1009,6 +1009,9 @@ class _Call:
             body = _error_body(self.rpc_id, -32603, "upstream redirect refused")
             await _respond(send, 502, body)
             return "rpc_error"
+        asks = method == "POST" and self.rpc_id is not None and bool(self.rpc_method)
+        if asks and not _mcp_type(ctype) and not (resp.status == 404 and session_id):
+            return await self._not_mcp(send, resp.status)
         if resp.status >= 500:
             fail = "upstream_error"
         else:
@@ -1047,6 +1050,9 @@ class _Call:
         except (OSError, proxy.ResponseTooLarge):
             await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
             return "upstream_error"
+        if asks and resp.status >= 400 and not (resp.status == 404 and session_id):
+            if not _jsonrpc_shaped(data):  # e.g. {"detail": "Not Found"}: not an MCP answer
+                return await self._not_mcp(send, resp.status)
         if meter is not None and resp.status == 200 and ctype.startswith("application/json"):
             rewritten = await proxy.rewrite_json_body(data, meter)
             if rewritten is not None:
@@ -1055,6 +1061,18 @@ class _Call:
         await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": data})
         return meter.outcome if meter is not None and meter.matched else fail
+
+    async def _not_mcp(self, send: proxy.Send, status: int) -> str:
+        """A JSON-RPC request answered with something that is not MCP (an HTTP error page, HTML,
+        plain text): a JSON-RPC error the client can show, with the upstream's status in `data`.
+        Counted as an upstream failure (health) and never billed. A 404 on a request with a
+        session id passes through: that is MCP's "session expired, initialize again"."""
+        logger.warning(
+            "gateway.upstream_not_mcp", extra={"listing_id": self.up.listing_id, "status": status}
+        )
+        body = _error_body(self.rpc_id, -32603, "upstream unavailable", {"status": status})
+        await _respond(send, 502, body)
+        return "upstream_error"
 
     async def _finish(self, outcome: str) -> None:
         if self.call_id is None:
@@ -1103,6 +1121,21 @@ class _Call:
                 await store.remember_call(self.session_id, self.rpc_id, template)
         except REDIS_FAILURES:
             logger.warning("gateway.remember_unavailable", extra={"call_id": record["call_id"]})
+
+
+def _mcp_type(ctype: str) -> bool:
+    """An MCP answer to a request is JSON or an SSE stream (Streamable HTTP)."""
+    ctype = ctype.lower()
+    return ctype.startswith("application/json") or ctype.startswith("text/event-stream")
+
+
+def _jsonrpc_shaped(data: bytes) -> bool:
+    """Whether an error answer's body is a JSON-RPC message (only read on HTTP errors)."""
+    try:
+        message = fastjson.loads(data)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("jsonrpc") == "2.0"
 
 
 # A tools/call that ended without its answer: the answer may still arrive on a GET stream.

@@ -68,3 +68,44 @@ def quota_notify(*, license_ids: set[int]) -> int:
         used_by_license={lid: n for lid, n in counts.items() if lid in todo},
         period_starts=todo,
     )
+
+
+def tool_manifest_changed_notify(
+    *, listing_id: int, changes: list[tuple[str, str]], event_key: str
+) -> int:
+    """For the rug-pull guard: tell the listing's owner and active staff that the upstream's
+    tools differ from the approved manifest. `changes` is [(tool name, kind in words)];
+    `event_key` names the detection (e.g. the first new ToolChange id), so a repeated call
+    sends nothing. Not optional: a changed tool may be an attack on buyers' agents."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    from common.text import clean_text
+    from marketplace.models import Listing
+    from notifications.services import notification_queue, notification_recipients_staff
+
+    listing = Listing.objects.filter(pk=listing_id).only("name", "owner_id").first()
+    if listing is None:
+        return 0
+    page = settings.SITE_URL + reverse("ui:creator-listing", kwargs={"name": listing.name})
+    context = {
+        "listing_name": listing.name,
+        "changes": [
+            {"name": clean_text(name, max_length=100), "kind": kind} for name, kind in changes[:50]
+        ],
+        "action_url": page,
+        "action_label": "Review the tools",
+    }
+    recipients = {*notification_recipients_staff()}
+    if listing.owner_id is not None:
+        recipients.add(listing.owner_id)
+    queued = 0
+    for user_id in sorted(recipients):
+        row = notification_queue(
+            recipient_id=user_id,
+            kind=NotificationKind.TOOL_MANIFEST_CHANGED,
+            event_key=f"tools:{listing_id}:{event_key}",
+            context=context,
+        )
+        queued += row is not None
+    return queued

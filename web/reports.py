@@ -17,6 +17,8 @@ from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from billing.models import Sale
+from gateway.health import UNHEALTHY_AFTER
+from gateway.health import error_text as health_error_text
 from gateway.models import HostedUpstream, UsageEvent, UsageOutcome
 
 USAGE_DAYS = 30
@@ -158,24 +160,44 @@ def tool_stats_for_listing(
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """What the listing page's badge says about an upstream we host."""
+    """What the badge on the listing page, the creator's pages and the catalogue say about an
+    upstream we host: one figure from one selector, `upstream_health_get`."""
 
     state: str  # "ok" | "degraded" | "down" | "unknown" | "disabled"
     label: str
     calls: int = 0
     failures: int = 0
     last_ok_at: datetime | None = None
+    reason: str = ""  # the last failure, in words (calls, discovery or Test connection)
+
+    @property
+    def title(self) -> str:
+        return HEALTH_TITLES[self.state]
+
+
+HEALTH_TITLES = {
+    "ok": "Healthy",
+    "degraded": "Degraded",
+    "down": "Failing",
+    "disabled": "Paused",
+    "unknown": "No recent calls",
+}
 
 
 def upstream_health_get(*, listing_id: int, now: datetime | None = None) -> Health | None:
-    """None when we do not host the listing; otherwise the last 24 h of calls from the ledger.
+    """None when we do not host the listing; otherwise its health from two sources: the last
+    24 h of calls in the ledger, and the upstream's own health fields, which also count tool
+    discovery and "Test connection" (gateway.health). An upstream whose last
+    `UNHEALTHY_AFTER` calls or checks failed is failing whatever its 24 h share says, and one
+    nobody called is only "no recent calls" while its last check passed.
 
-    Only upstream failures (HTTP errors, timeouts) count against it: a tool's own isError is the
-    tool working as designed. Two queries (the upstream row, one aggregate).
+    Only upstream failures count: anything that is not an MCP answer (HTTP errors, HTML or
+    plain text, timeouts, refused connections; the gateway records those as upstream_error),
+    not a tool's own isError. Two queries (the upstream row, one aggregate).
     """
     upstream = (
         HostedUpstream.objects.filter(listing_id=listing_id)
-        .only("enabled", "last_ok_at", "last_error_at")
+        .only("enabled", "last_ok_at", "last_error_at", "last_error", "consecutive_failures")
         .first()
     )
     if upstream is None:
@@ -191,14 +213,37 @@ def upstream_health_get(*, listing_id: int, now: datetime | None = None) -> Heal
         last_ok=Max("occurred_at", filter=~Q(outcome__in=UPSTREAM_FAILURES)),
     )
     calls, failures = stats["calls"], stats["failures"]
-    last_ok = stats["last_ok"] or upstream.last_ok_at
+    last_ok = max((d for d in (stats["last_ok"], upstream.last_ok_at) if d), default=None)
+    last_failed = upstream.last_error_at is not None and (
+        last_ok is None or upstream.last_error_at > last_ok
+    )
+    reason = health_error_text(upstream.last_error) if last_failed else ""
+    failing = upstream.consecutive_failures >= UNHEALTHY_AFTER and last_failed
     if calls == 0:
+        if failing:
+            label = f"{upstream.consecutive_failures} checks or calls failed in a row"
+            return Health(state="down", label=label, last_ok_at=last_ok, reason=reason)
+        if last_failed:
+            return Health(
+                state="degraded", label="Its last check failed", last_ok_at=last_ok, reason=reason
+            )
         return Health(state="unknown", label="No calls in the last 24 hours", last_ok_at=last_ok)
     ok_share = (calls - failures) / calls
     percent = f"{ok_share * 100:.1f}".rstrip("0").rstrip(".")
     label = f"{percent}% of {calls} call{'s' if calls != 1 else ''} answered in 24 h"
     state = "ok" if ok_share >= 0.99 else "degraded" if ok_share >= 0.5 else "down"
-    return Health(state=state, label=label, calls=calls, failures=failures, last_ok_at=last_ok)
+    if failing:
+        state = "down"
+    elif last_failed and state == "ok":
+        state = "degraded"
+    return Health(
+        state=state,
+        label=label,
+        calls=calls,
+        failures=failures,
+        last_ok_at=last_ok,
+        reason=reason,
+    )
 
 
 @dataclass(frozen=True, slots=True)

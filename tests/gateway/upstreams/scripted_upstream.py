@@ -11,6 +11,8 @@ The tool name picks the behaviour of a tools/call:
   headers       JSON result whose structuredContent is the request headers it received
   redirect      307 to another URL (the gateway must not follow it)
 initialize returns Mcp-Session-Id; tools/list lists ok, tool_error, secret_tool, headers.
+--answer 404 answers every request 404 text/plain, --answer html 200 text/html: a URL that is
+not an MCP server (a wrong path, a web site).
 A tools/call with `params.task` (2025-11-25 tasks) answers a CreateTaskResult instead; the
 task's tasks/result is what the tool answers (`tool_error`: an isError result, else "fine").
 tasks/list lists t-a, t-b and t-c to everyone, as an upstream without sessions would.
@@ -127,12 +129,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def not_found(request: web.Request) -> web.Response:
+    return web.Response(status=404, text="404 page not found", content_type="text/plain")
+
+
+async def html_page(request: web.Request) -> web.Response:
+    return web.Response(text="<html><body><h1>Welcome</h1></body></html>", content_type="text/html")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--answer", choices=["mcp", "404", "html"], default="mcp")
     a = p.parse_args()
     app = web.Application()
-    app.router.add_route("*", "/mcp", handle)
+    app.router.add_route("*", "/mcp", {"mcp": handle, "404": not_found, "html": html_page}[a.answer])
     web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None)
 
 
