@@ -32,6 +32,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from common.clientaddr import client_address, trusted_networks
 from common.text import clean_text
 from marketplace.models import ListingStatus
 from web.agents import client_config
@@ -489,6 +490,7 @@ class CatalogApp:
     def __init__(self, fallback: ASGIApp | None = None) -> None:
         self.fallback = fallback
         self._running: _Running | None = None
+        self._streams: dict[str, int] = {}  # client address -> GET streams open in this process
 
     def _new_manager(self) -> StreamableHTTPSessionManager:
         server = build_catalog_server()
@@ -570,7 +572,67 @@ class CatalogApp:
             await _plain(send, 503, b"catalog unavailable")
             return
         # The SDK routes by its own path; both spellings reach the same endpoint.
-        await manager.handle_request({**scope, "path": CATALOG_PATH}, receive, send)
+        scope = {**scope, "path": CATALOG_PATH}
+        if scope.get("method") == "GET":
+            await self._stream(manager, scope, receive, send)
+        else:
+            await manager.handle_request(scope, receive, send)
+
+    async def _stream(
+        self, manager: StreamableHTTPSessionManager, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The GET stream, bounded: anyone may open it without a key, and it would otherwise
+        stay open for ever (a stateless server never writes to it). At most
+        CATALOG_STREAMS_PER_ADDRESS per client address in this process (429 past it), each
+        ended after CATALOG_STREAM_MAX_SECONDS (SSE clients reconnect)."""
+        address = client_address(scope, trusted_networks(settings.TRUSTED_PROXIES))
+        limit: int = settings.CATALOG_STREAMS_PER_ADDRESS
+        if limit and self._streams.get(address, 0) >= limit:
+            logger.warning("web.catalog_streams_refused", extra={"address": address})
+            body = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32029,
+                        "message": "Too many open streams from this address.",
+                    },
+                }
+            ).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"10"),
+            ]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self._streams[address] = self._streams.get(address, 0) + 1
+        started = finished = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started, finished
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
+            await send(message)
+
+        seconds: float = settings.CATALOG_STREAM_MAX_SECONDS
+        try:
+            async with asyncio.timeout(seconds or None):
+                await manager.handle_request(scope, receive, tracked)
+        except TimeoutError:
+            if not started:
+                await _plain(send, 200, b"", b"text/event-stream")
+            elif not finished:  # end the chunked body cleanly: the connection stays usable
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            left = self._streams[address] - 1
+            if left:
+                self._streams[address] = left
+            else:
+                del self._streams[address]
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_stop() -> Message:
