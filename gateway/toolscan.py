@@ -43,6 +43,7 @@ LONG_DESCRIPTION = 2_000
 LONG_TEXT = 10_000  # any one string (schema descriptions, enum values)
 EXCERPT = 80
 MAX_FINDINGS = 50  # per tool: the page and the admin show a bounded list
+PER_PLACE = 4  # findings of one kind in one string
 
 HIDDEN_INSTRUCTIONS = "hidden_instructions"
 SECRETS = "secrets_or_local_files"
@@ -159,14 +160,15 @@ def _scan_text(where: str, text: str, is_description: bool) -> Iterator[Finding]
 def tool_scan(tool: dict[str, Any]) -> list[Finding]:
     """The markers found in one canonical tool (gateway.manifest), at most MAX_FINDINGS."""
     found: list[Finding] = []
-    seen: set[tuple[str, str]] = set()
+    per_place: dict[tuple[str, str], int] = {}
     for where, text in _strings(tool, ""):
         if where.endswith(" (key)") and "." not in where:
             continue  # the canonical tool's own field names
         for finding in _scan_text(where, text, where == "description"):
-            if (finding.kind, finding.where) in seen:
-                continue  # one finding per kind and place is enough to look there
-            seen.add((finding.kind, finding.where))
+            place = (finding.kind, finding.where)
+            if per_place.get(place, 0) >= PER_PLACE:
+                continue  # enough to make the reviewer look there
+            per_place[place] = per_place.get(place, 0) + 1
             found.append(finding)
             if len(found) >= MAX_FINDINGS:
                 return found

@@ -31,7 +31,8 @@ from billing.services import claims, creators, licenses, plans
 from billing.stripe_client import get_client
 from common.exceptions import ApplicationError
 from gateway.models import HostedUpstream
-from gateway.services import hosted_upstream_set
+from gateway.selectors import tool_manifest_review
+from gateway.services import hosted_upstream_set, tool_manifest_approve
 from marketplace.models import Listing
 from marketplace.selectors import listing_get
 from web import reports
@@ -464,11 +465,15 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
                     plan_form.add_error(None, exc.message)
                 else:
                     messages.success(request, "Plan created.")
+                    _tools_approve(request, listing, with_prices=True)
                     return redirect(here + "#plans")
         elif section in ("price", "active"):
             response = _plan_action(request, listing, section, here)
             if response is not None:
                 return response
+        elif section == "tools":
+            _tools_approve(request, listing, with_prices=False)
+            return redirect(here + "#tools")
     context = {
         "listing": listing,
         "creator": creator,
@@ -483,12 +488,47 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
             creator_id=creator.pk, listing_id=listing.pk
         ),
         "gateway_url": gateway_url(listing.name),
+        "tool_review": tool_manifest_review(listing_id=listing.pk),
         "notice_days": settings.PRICE_INCREASE_NOTICE_DAYS,
         "fee_percent": settings.PLATFORM_FEE_BPS / 100,
         "payable": bool(getattr(creator, "connect", None) and creator.connect.is_payable),
     }
     status = 400 if request.method == "POST" else 200
     return render(request, "web/creator_listing.html", context, status=status)
+
+
+def _tools_approve(request: HttpRequest, listing: Listing, *, with_prices: bool) -> None:
+    """Pin the tools the page showed (its `manifest_hash`): one click on "Approve", or along
+    with a saved price (the creator priced what they reviewed). Tools the saved prices do not
+    cover stay refused by billing until the prices are saved again (billing.pricing)."""
+    expected = request.POST.get("manifest_hash", "")
+    if not expected:
+        return  # the page showed nothing to approve
+    try:
+        manifest = tool_manifest_approve(
+            listing=listing, actor=_user(request), expected_hash=expected
+        )
+    except ApplicationError as exc:
+        messages.warning(request, f"Tools not approved: {exc.message}")
+        return
+    messages.success(request, f"Tools approved (version {manifest.version}).")
+    if with_prices:
+        return
+    lists = []
+    for plan in billing_selectors.plans_for_listing(listing_id=listing.pk):
+        latest = plan.prices.order_by("-version").first()
+        if latest is not None and latest.tools is not None:
+            lists.append(set(latest.tools))
+    uncovered = sorted(
+        {t["name"] for t in manifest.tools if any(t["name"] not in c for c in lists)}
+    )
+    if uncovered:
+        them = "it" if len(uncovered) == 1 else "them"
+        messages.info(
+            request,
+            f"Approved, but your saved prices do not cover {', '.join(uncovered[:10])} yet, "
+            f"so agents are refused {them}: save the prices to sell {them}.",
+        )
 
 
 def _discovered_tools(listing: Listing) -> list[str] | None:
@@ -546,6 +586,7 @@ def _plan_action(
                 )
             else:
                 messages.success(request, "New price saved and applied to every buyer now.")
+            _tools_approve(request, listing, with_prices=True)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect(here + "#plans")
