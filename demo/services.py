@@ -102,3 +102,44 @@ def demo_seed(*, onboard: Callable[[str], object], upstream_url: str) -> DemoInf
         hosted_listing=name,
         gateway_url=f"{settings.SITE_URL}/mcp/{name}",
     )
+
+
+def demo_claim_publish(*, name: str) -> str:
+    """Play the Official MCP Registry for the demo's creator tour: publish a new version of
+    `name` whose server.json carries the newest pending claim token for that name, and load it
+    through the sync's own path (the snapshot loader, then the names-changed hooks that verify
+    claims), as the hourly sync would after `mcp-publisher publish`. Returns the new version.
+    The demo has no registry to publish to; production never runs this."""
+    import copy
+    import tempfile
+
+    from billing.models import ClaimStatus, ListingClaim
+    from billing.services.claims import claim_meta_snippet, server_json_for_listing
+
+    claim = (
+        ListingClaim.objects.filter(registry_name=name, status=ClaimStatus.PENDING)
+        .order_by("-created_at")
+        .first()
+    )
+    if claim is None:
+        raise ValueError(f"No pending claim for {name}: get a claim token on /creator/claim/.")
+    latest = ServerVersion.objects.filter(name=name).order_by("-published_at").first()
+    count = ServerVersion.objects.filter(name=name).count()
+    if latest is not None and isinstance(latest.raw, dict):
+        item = copy.deepcopy(latest.raw)
+        server = item.get("server") if isinstance(item.get("server"), dict) else {}
+        item = {"server": server}  # the registry writes its own _meta.official
+    else:
+        listing = Listing.objects.get(pk=claim.listing_id)
+        item = {"server": server_json_for_listing(listing=listing, claim=claim)}
+        server = item["server"]
+    version = f"{server.get('version') or '0.0.0'}-claim.{count + 1}"
+    server["version"] = version
+    server.setdefault("_meta", {}).update(claim_meta_snippet(claim=claim))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
+        json.dump({"servers": [item], "metadata": {"count": 1}}, out)
+    try:
+        registry_snapshot_load(path=out.name)
+    finally:
+        Path(out.name).unlink(missing_ok=True)
+    return version

@@ -3,7 +3,7 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 
 from django.urls import path
 
-from web import tokens, views
+from web import onboarding, tokens, views
 
 app_name = "ui"
 
@@ -17,6 +17,11 @@ urlpatterns = [
     path("me/invoices/<int:sale_id>/", views.invoice_redirect, name="invoice"),
     path("creator/", views.creator_page, name="creator"),
     path("creator/onboard/", views.creator_onboard, name="creator-onboard"),
+    path(
+        "creator/onboard/return",
+        onboarding.creator_onboard_return,
+        name="creator-onboard-return",
+    ),
     path("creator/claim/", views.creator_claim_page, name="creator-claim"),
     path("creator/listings/<path:name>/", views.creator_listing_page, name="creator-listing"),
 ]

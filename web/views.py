@@ -336,7 +336,8 @@ def creator_onboard(request: HttpRequest) -> HttpResponse:
     try:
         creator = creators.creator_require(user=_user(request))
         back = request.build_absolute_uri(reverse("ui:creator"))
-        url = creators.connect_onboarding_link(creator=creator, return_url=back, refresh_url=back)
+        done = request.build_absolute_uri(reverse("ui:creator-onboard-return"))
+        url = creators.connect_onboarding_link(creator=creator, return_url=done, refresh_url=back)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("ui:creator")
