@@ -50,6 +50,11 @@ ENV = {
     "GATEWAY_UPSTREAM_ALLOWLIST": f"127.0.0.1:{NOOP_PORT},127.0.0.1:{PY_PORT}",
     "LOG_LEVEL": "WARNING",
 }
+ADD_SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+}
 CALL = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -151,7 +156,8 @@ def setup_database() -> dict[str, tuple[str, str]]:
         PlanPrice,
     )
     from billing.services.licenses import api_key_create, license_issue
-    from gateway.models import HostedUpstream
+    from gateway.manifest import manifest_hash, tool_hashes
+    from gateway.models import HostedUpstream, ToolManifest
     from marketplace.models import Listing
 
     owner = get_user_model().objects.create_user("bench-owner")
@@ -170,6 +176,18 @@ def setup_database() -> dict[str, tuple[str, str]]:
     for label, port in (("noop", NOOP_PORT), ("python", PY_PORT)):
         listing = Listing.objects.create(name=f"io.github.bench/{label}", owner=owner)
         HostedUpstream.objects.create(listing=listing, url=f"http://127.0.0.1:{port}/mcp")
+        # An approved tool manifest, as every creator who priced their tools has: the calls
+        # take the rug-pull guard's path (its checks are in the measured CPU).
+        tools = [{"name": "add", "description": "Add two integers.", "inputSchema": ADD_SCHEMA}]
+        ToolManifest.objects.create(
+            listing=listing,
+            version=1,
+            manifest_hash=manifest_hash(tool_hashes(tools)),
+            tools=tools,
+            tool_hashes=tool_hashes(tools),
+            approved_by=owner,
+            approved_at=timezone.now(),
+        )
         plan = Plan.objects.create(
             listing=listing,
             kind=PlanKind.PER_CALL,
