@@ -423,9 +423,14 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
     )
     plan_form = PlanCreateForm(initial={"rate_limit_per_minute": 60})
     here = reverse("ui:creator-listing", kwargs={"name": listing.name})
+    connection = None  # a "Test connection" result, shown on this response only
     if request.method == "POST":
         section = request.POST.get("section", "")
-        if section == "upstream":
+        if section == "test" and upstream is not None:
+            from gateway.connection_test import upstream_connection_test
+
+            connection = upstream_connection_test(listing_id=listing.pk)
+        elif section == "upstream":
             upstream_form = UpstreamForm(request.POST)
             if upstream_form.is_valid():
                 data = upstream_form.cleaned_data
@@ -480,6 +485,9 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
         "creator": creator,
         "upstream": upstream,
         "upstream_form": upstream_form,
+        # The same figure as the listing page's badge (web.reports.upstream_health_get).
+        "health": reports.upstream_health_get(listing_id=listing.pk) if upstream else None,
+        "connection": connection,
         "plan_form": plan_form,
         "plans": _plan_rows(listing),
         "kinds": PlanKind.choices,

@@ -26,8 +26,14 @@ def not_mcp():
     ports = {"404": free_port(), "html": free_port()}
     procs = [
         start(
-            [sys.executable, str(UPSTREAMS / "scripted_upstream.py"), "--port", str(port)]
-            + ["--answer", answer],
+            [
+                sys.executable,
+                str(UPSTREAMS / "scripted_upstream.py"),
+                "--port",
+                str(port),
+                "--answer",
+                answer,
+            ],
             port,
         )
         for answer, port in ports.items()
@@ -85,7 +91,9 @@ def test_a_non_mcp_answer_is_a_json_rpc_error_unbilled_and_unhealthy(
     drain()
     events = list(UsageEvent.objects.filter(listing_id=up.listing_id))
     assert len(events) == 4
-    assert {(e.outcome, e.billable, e.unit_amount) for e in events} == {("upstream_error", False, 0)}
+    assert {(e.outcome, e.billable, e.unit_amount) for e in events} == {
+        ("upstream_error", False, 0)
+    }
     up.refresh_from_db()
     assert up.consecutive_failures == 4
     health = upstream_health_get(listing_id=up.listing_id)
