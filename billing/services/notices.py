@@ -387,3 +387,26 @@ def licenses_quota_periods(
         Q(pk__in=list(license_ids)), plan__included_calls__isnull=False
     ).values_list("pk", "creator_subscription__current_period_start")
     return {pk: start or month for pk, start in rows}
+
+
+def license_upcoming_price(*, license: License) -> dict[str, str] | None:
+    """The price version this license moves to later (an increase in its notice period), in
+    the words of the price-increase email, for the license page; None when there is none.
+    One query."""
+    plan = license.plan
+    upcoming = (
+        PlanPrice.objects.filter(
+            plan_id=plan.pk,
+            version__gt=license.plan_price.version,
+            effective_at__gt=timezone.now(),
+        )
+        .order_by("-version")
+        .first()
+    )
+    if upcoming is None:
+        return None
+    return {
+        "old_price": _price_text(kind=plan.kind, price=license.plan_price, currency=plan.currency),
+        "new_price": _price_text(kind=plan.kind, price=upcoming, currency=plan.currency),
+        "effective_on": _day(upcoming.effective_at),
+    }

@@ -79,7 +79,7 @@ def test_a_purchase_mails_receipt_sale_and_key_once_without_key_material(
 
 
 def test_rotation_mails_once_and_price_increase_reaches_every_buyer(
-    shop, stripe_fake, eager_celery, smtp_inbox
+    shop, stripe_fake, client, eager_celery, smtp_inbox
 ):
     from billing.services.licenses import license_grant
 
@@ -100,6 +100,10 @@ def test_rotation_mails_once_and_price_increase_reaches_every_buyer(
         text, _html = parts(notice)
         assert "Now: $0.03 per call" in text
         assert "$0.05 per call" in text
+    client.force_login(shop.buyer)  # the license page says it too, with the same date
+    page = client.get(f"/me/licenses/{lic.pk}/").content.decode()
+    assert 'id="price-notice"' in page
+    assert "$0.05 per call (now $0.03 per call)" in page
 
 
 def test_subscription_payment_failure_and_cancellation_mail_once_each(

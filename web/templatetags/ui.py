@@ -46,3 +46,11 @@ def client_configs(name: str, key: str | None = None) -> list[Any]:
 @register.simple_tag
 def gateway_url_for(name: str) -> str:
     return gateway_url(name)
+
+
+@register.simple_tag
+def upcoming_price(license: Any) -> dict[str, str] | None:
+    """A price increase this license is in the notice period of (as its email said it)."""
+    from billing.services.notices import license_upcoming_price
+
+    return license_upcoming_price(license=license)
