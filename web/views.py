@@ -233,6 +233,8 @@ def _key_action(request: HttpRequest, lic: License) -> dict[str, Any]:
             f"{settings.BILLING_KEY_ROTATION_OVERLAP_HOURS} hours.",
         }
     if action == "revoke":
+        if not request.POST.get("confirm"):  # a tick box on the form: no inline script needed
+            raise ApplicationError("Tick “Yes, revoke” first: a revoked key stops working at once.")
         licenses.api_key_revoke(key_id=key.pk)
         return {"key_notice": "Key revoked: it stops working within seconds."}
     if action == "caps":
@@ -566,6 +568,9 @@ def _plan_action(
         raise Http404("Not found.")
     try:
         if section == "active":
+            if request.POST.get("active") != "1" and not request.POST.get("confirm"):
+                messages.error(request, "Tick “Yes, stop selling” first to stop selling a plan.")
+                return redirect(here + "#plans")
             plans.plan_update(
                 user=_user(request), plan=plan, active=request.POST.get("active") == "1"
             )

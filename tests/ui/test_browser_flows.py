@@ -262,7 +262,14 @@ def test_creator_sells_and_buyer_buys_calls_and_sees_usage(
     expect(buyer.locator("#key-table tbody tr")).to_have_count(2)
     buyer.get_by_role("button", name=re.compile(r"Rotate key " + re.escape(raw_key[:14]))).click()
     expect(buyer.locator("#keys")).to_contain_text("old key keeps working")
-    buyer.get_by_role("button", name=re.compile(r"Revoke key " + re.escape(second[:14]))).click()
+    # Revoking asks for a tick first (the browser's own required-field check, no script).
+    revoke = buyer.get_by_role("button", name=re.compile(r"Revoke key " + re.escape(second[:14])))
+    revoke.click()
+    expect(buyer.locator("#keys")).not_to_contain_text("Key revoked")
+    buyer.get_by_role(
+        "checkbox", name=re.compile(r"Yes, revoke key " + re.escape(second[:14]))
+    ).check()
+    revoke.click()
     expect(buyer.locator("#keys")).to_contain_text("Key revoked")
     expect(buyer.locator("#key-table tbody tr")).to_have_count(3)
     shots(buyer, "16-license-keys")

@@ -192,7 +192,12 @@ def test_htmx_key_actions_swap_the_keys_section_and_caps_are_saved(
     assert "old key keeps working for 24 hours" in rotated.content.decode()
     key.refresh_from_db()
     assert key.expires_at is not None
-    client.post(f"/me/licenses/{lic.pk}/", {"action": "revoke", "key": key.pk})
+    unconfirmed = client.post(f"/me/licenses/{lic.pk}/", {"action": "revoke", "key": key.pk})
+    assert unconfirmed.status_code == 400
+    assert "Yes, revoke" in unconfirmed.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    client.post(f"/me/licenses/{lic.pk}/", {"action": "revoke", "key": key.pk, "confirm": "1"})
     key.refresh_from_db()
     assert key.revoked_at is not None
 
@@ -395,3 +400,20 @@ def test_admin_pages_render_for_staff_and_never_show_key_material(client: Client
         assert key.key_hash not in html
     events = client.get("/admin/billing/stripeevent/").content.decode()
     assert 'value="redrive"' in events
+
+
+def test_stop_selling_asks_for_confirmation(client: Client) -> None:
+    owned, plan = _hosted_listing_with_plan()
+    client.force_login(owned.owner)
+    page = f"/creator/listings/{owned.name}/"
+    assert "Yes, stop selling" in client.get(page).content.decode()
+    refused = client.post(page, {"section": "active", "plan": plan.pk, "active": "0"}, follow=True)
+    assert "Tick “Yes, stop selling” first" in refused.content.decode()
+    plan.refresh_from_db()
+    assert plan.active is True
+    client.post(page, {"section": "active", "plan": plan.pk, "active": "0", "confirm": "1"})
+    plan.refresh_from_db()
+    assert plan.active is False
+    client.post(page, {"section": "active", "plan": plan.pk, "active": "1"})  # no tick to resume
+    plan.refresh_from_db()
+    assert plan.active is True
