@@ -263,6 +263,72 @@ class CreatorSubscription(TimeStampedModel):
         return self.stripe_subscription_id
 
 
+class SubscriptionChangeKind(models.TextChoices):
+    CANCEL_AT_PERIOD_END = "cancel_at_period_end", "Cancel at period end"
+    RESUME = "resume", "Resume"
+    CANCEL_NOW = "cancel_now", "Cancel now"
+    UPGRADE = "upgrade", "Upgrade now"
+    DOWNGRADE = "downgrade", "Downgrade at period end"
+    ADD_PLAN = "add_plan", "Add a plan"
+    REMOVE_PLAN = "remove_plan", "Remove a plan now"
+
+
+class SubscriptionChangeStatus(models.TextChoices):
+    REQUESTED = "requested", "Requested"  # written, Stripe not (yet) answered
+    SENT = "sent", "Accepted by Stripe"  # waiting for its effect to show in a re-read
+    APPLIED = "applied", "Applied"
+    FAILED = "failed", "Refused by Stripe"
+
+
+class SubscriptionChange(models.Model):
+    """One change a buyer asked of their Stripe subscription (one row per request).
+
+    Its pk and parameters make the request's idempotency key, so a retry of this request
+    replays Stripe's answer while a later, identical-looking request (cancel, resume, cancel
+    again) is a new one. Licenses change only in `subscription_sync` (re-reads and webhooks):
+    this row tells it which license a change was for, and when a downgrade is due
+    (`effective_at`, the period end). Only `billing.services.subscription_changes` and
+    `subscription_sync` change it.
+    """
+
+    creator_subscription = models.ForeignKey(
+        CreatorSubscription, on_delete=models.PROTECT, related_name="changes"
+    )
+    license = models.ForeignKey(
+        "License", null=True, blank=True, on_delete=models.PROTECT, related_name="changes"
+    )
+    kind = models.CharField(max_length=24, choices=SubscriptionChangeKind.choices)
+    from_plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    params = models.JSONField(default=dict, blank=True)  # what was sent to Stripe
+    status = models.CharField(
+        max_length=16,
+        choices=SubscriptionChangeStatus.choices,
+        default=SubscriptionChangeStatus.REQUESTED,
+    )
+    effective_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["license"],
+                condition=Q(kind="downgrade", status="sent"),
+                name="billing_one_pending_downgrade_per_license",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.creator_subscription_id} ({self.status})"
+
+
 class LicenseStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     PAST_DUE = "past_due", "Past due"

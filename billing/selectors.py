@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import stripe
 from django.conf import settings
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
+from billing import stripe_client
 from billing.entitlements import Entitlement
 from billing.models import (
     LIVE_LICENSE_STATUSES,
     ApiKey,
     CheckoutOrder,
     Creator,
+    CreatorSubscription,
     Dispute,
     DisputeStatus,
     License,
@@ -31,6 +35,8 @@ from common.exceptions import NotFoundError
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
 
 
 def _month_start(now: datetime) -> datetime:
@@ -312,3 +318,55 @@ def creator_statement_list(*, creator_id: int, month: date) -> list[CreatorState
 def personal_token_list(*, user: User, limit: int = 100) -> list[PersonalToken]:
     """A person's API tokens, newest first (revoked ones too: the page shows them as such)."""
     return list(PersonalToken.objects.filter(user_id=user.pk).order_by("-created_at")[:limit])
+
+
+# --- subscription estimates ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoiceEstimate:
+    """Stripe's preview of a subscription's next invoice, in minor units."""
+
+    amount_due: int  # what Stripe will charge (after any credit balance)
+    total: int
+    currency: str
+    period_end: datetime | None  # when it is charged (the renewal date)
+    ending: bool  # the subscription ends then: only usage is left to bill
+    lines: tuple[tuple[str, int], ...]
+
+
+def subscription_next_invoice_get(
+    *, creator_subscription: CreatorSubscription
+) -> InvoiceEstimate | None:
+    """What Stripe will charge next for this subscription (`POST /v1/invoices/create_preview`:
+    the renewal, usage so far, pending prorations, less credit), so the number a buyer sees is
+    Stripe's own. None when nothing will be billed (ended) or Stripe cannot answer now (the
+    page says so instead of failing). One Stripe call, with the client's timeouts."""
+    if creator_subscription.status in ("canceled", "incomplete_expired"):
+        return None
+    try:
+        inv = (
+            stripe_client.get_client()
+            .v1.invoices.create_preview(
+                params={"subscription": creator_subscription.stripe_subscription_id}
+            )
+            .to_dict()
+        )
+    except stripe.StripeError:
+        logger.warning(
+            "billing.invoice_preview_unavailable",
+            extra={"creator_subscription_id": creator_subscription.pk},
+        )
+        return None
+    when = inv.get("next_payment_attempt") or None
+    return InvoiceEstimate(
+        amount_due=int(inv["amount_due"]),
+        total=int(inv["total"]),
+        currency=str(inv["currency"]),
+        period_end=datetime.fromtimestamp(int(when), tz=UTC) if when else None,
+        ending=creator_subscription.cancel_at_period_end,
+        lines=tuple(
+            (str(line.get("description") or ""), int(line["amount"]))
+            for line in (inv.get("lines") or {}).get("data") or []
+        ),
+    )

@@ -9,6 +9,7 @@ from billing.services.events import stripe_event_process, stripe_events_catch_up
 from billing.services.licenses import licenses_expire_due
 from billing.services.notices import api_keys_expiring_notify, price_increase_notify
 from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
+from billing.services.subscription_changes import creator_subscription_items_tidy
 from billing.services.subscriptions import creator_subscription_price_update
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,23 @@ def creator_subscription_price_update_task(self, creator_subscription_id: int) -
         if self.request.is_eager:
             logger.warning(
                 "billing.subscription_price_update_failed",
+                extra={"creator_subscription_id": creator_subscription_id},
+            )
+            return
+        raise self.retry(exc=exc, countdown=min(600, 2 ** (self.request.retries + 2))) from exc
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)  # type: ignore[untyped-decorator]
+def creator_subscription_items_tidy_task(self, creator_subscription_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Keep a subscription's overage meter items on its licenses' plans (after a plan moved).
+    Retry-safe: the call's key covers the subscription, its latest license history and the
+    change, and a run with nothing to change sends nothing."""
+    try:
+        creator_subscription_items_tidy(creator_subscription_id=creator_subscription_id)
+    except Exception as exc:
+        if self.request.is_eager:
+            logger.warning(
+                "billing.subscription_items_tidy_failed",
                 extra={"creator_subscription_id": creator_subscription_id},
             )
             return

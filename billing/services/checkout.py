@@ -93,7 +93,9 @@ def checkout_start(
     *, buyer: User, plan: Plan, success_url: str, cancel_url: str
 ) -> tuple[str | None, License | None]:
     """Begin buying `plan`. Returns (checkout url, None) for paid plans, or (None, license) for
-    a free plan, which is granted at once.
+    a free plan, which is granted at once, and for a subscription plan from a creator the buyer
+    already subscribes to, which joins that subscription (charged now for the rest of the
+    period with the card on file).
 
     Refuses without any Stripe call when the creator is not payable or the buyer already holds
     a live license. The order row is written first; the session is created with a key derived
@@ -115,18 +117,15 @@ def checkout_start(
         return None, lic
     creator, account = _seller(plan)
     mode = "payment" if plan.kind == PlanKind.ONE_TIME else "subscription"
-    if (
-        mode == "subscription"
-        and CreatorSubscription.objects.filter(
+    # One Stripe subscription per buyer and creator (its transfer destination is the creator's
+    # account): a further plan from the same creator is added to it, not bought in Checkout.
+    live_row = (
+        CreatorSubscription.objects.filter(
             buyer_id=buyer.pk, creator=creator, status__in=LIVE_SUBSCRIPTION_STATUSES
-        ).exists()
-    ):
-        # One Stripe subscription per buyer and creator (its transfer destination is the
-        # creator's account); adding plans to it needs the plan-change flow of a later issue.
-        raise ApplicationError(
-            "You already subscribe to this creator; cancel that subscription to switch plans.",
-            extra={"code": "one_subscription_per_creator"},
-        )
+        ).first()
+        if mode == "subscription"
+        else None
+    )
     needs_sync = (
         not plan.stripe_product_id
         or (plan.is_metered and not plan.stripe_metered_price_id)
@@ -135,6 +134,11 @@ def checkout_start(
     if needs_sync:
         plan = plan_stripe_sync(plan_id=plan.pk)
         price.refresh_from_db()
+    if live_row is not None:
+        # Imported here: subscription_changes builds on subscriptions, which builds on us.
+        from billing.services.subscription_changes import subscription_plan_add
+
+        return None, subscription_plan_add(buyer=buyer, plan=plan, price=price, row=live_row)
     customer_id = stripe_customer_ensure(user=buyer)
     order = _pending_order(buyer=buyer, plan=plan, price=price, creator=creator, mode=mode)
     if order.checkout_url:

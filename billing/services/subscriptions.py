@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from billing import stripe_client
 from billing.lock_objects import creator_subscription_lock, licenses_lock
@@ -16,15 +17,24 @@ from billing.models import (
     Dispute,
     DisputeStatus,
     License,
+    LicenseEvent,
+    LicenseSource,
     LicenseStatus,
     Plan,
     PlanKind,
     PlanPrice,
     Sale,
     SaleKind,
+    SubscriptionChangeKind,
+    SubscriptionChangeStatus,
 )
+from billing.selectors import plan_price_latest
 from billing.services.checkout import fee_amount
-from billing.services.licenses import invalidate_licenses_on_commit, license_set_status
+from billing.services.licenses import (
+    invalidate_licenses_on_commit,
+    license_issue,
+    license_set_status,
+)
 from billing.services.plans import ENDED_SUBSCRIPTION_STATUSES, plan_stripe_sync
 
 logger = logging.getLogger(__name__)
@@ -88,6 +98,14 @@ def subscription_sync(
         row.current_period_end = period_end
         row.items = item_map
         row.save()
+        if status not in ENDED_SUBSCRIPTION_STATUSES:
+            plans_moved = _licenses_follow_items(row=row, stripe_event_id=stripe_event_id)
+            if plans_moved:
+                transaction.on_commit(lambda: _items_tidy_later(row.pk))
+        else:
+            row.changes.filter(status=SubscriptionChangeStatus.SENT).update(
+                status=SubscriptionChangeStatus.APPLIED, applied_at=timezone.now()
+            )
         target = SUBSCRIPTION_TO_LICENSE.get(status)
         license_ids = list(row.licenses.values_list("pk", flat=True))
         disputed = set(
@@ -108,6 +126,179 @@ def subscription_sync(
         if changed_period:
             invalidate_licenses_on_commit(license_ids=license_ids)  # quota month moved
     return row
+
+
+RECURRING_KINDS = (PlanKind.SUBSCRIPTION, PlanKind.PER_CALL)
+
+
+def plan_anchor_prices(plan: Plan) -> set[str]:
+    """The Stripe prices whose presence on a subscription means "this plan is on it": any
+    version of a subscription plan's monthly price, or a pay-per-call plan's metered price.
+    (A subscription's overage meter item is bookkeeping that `items_tidy` keeps in step.)"""
+    if plan.kind == PlanKind.SUBSCRIPTION:
+        return set(
+            PlanPrice.objects.filter(plan=plan)
+            .exclude(stripe_price_id="")
+            .values_list("stripe_price_id", flat=True)
+        )
+    return {plan.stripe_metered_price_id} if plan.stripe_metered_price_id else set()
+
+
+def _license_plan_set(
+    *, license: License, plan: Plan, prices: set[str], reason: str, stripe_event_id: str
+) -> None:
+    """Move a live license to another plan of its listing, keeping its keys and history; the
+    price version is the one on the subscription (else the newest). Call while holding the
+    license lock; appends a history row and clears the keys' cache."""
+    price = (
+        PlanPrice.objects.filter(plan=plan, stripe_price_id__in=prices).order_by("-version").first()
+        or PlanPrice.objects.filter(plan=plan).order_by("-version").first()
+    )
+    if price is None:
+        raise ValueError(f"plan {plan.pk} has no price")
+    old_name = license.plan.name
+    license.plan = plan
+    license.plan_price = price
+    license.save(update_fields=["plan", "plan_price", "updated_at"])
+    LicenseEvent.objects.create(
+        license=license,
+        from_status=license.status,
+        to_status=license.status,
+        reason=f"plan {old_name} -> {plan.name}: {reason}"[:200],
+        stripe_event_id=stripe_event_id,
+    )
+    invalidate_licenses_on_commit(license_ids=[license.pk])
+    logger.info(
+        "billing.license_plan_switched",
+        extra={"license_id": license.pk, "plan_id": plan.pk, "reason": reason},
+    )
+
+
+def _licenses_follow_items(*, row: CreatorSubscription, stripe_event_id: str) -> bool:
+    """Make the row's licenses match the items Stripe holds (just re-read into `row.items`).
+
+    Requested changes (`SubscriptionChange` rows Stripe accepted) apply once their effect is
+    visible: an upgrade when the new plan's price is on the subscription, a downgrade when the
+    period it waited for has started, an added plan gets its license, a removed plan's license
+    ends. A plan that left the subscription without our request (the customer portal) moves
+    its license to the one plan of the same listing that arrived instead, or ends it.
+    Call inside a transaction holding the row lock. Returns whether a license changed plan
+    (the overage meter items then need `items_tidy`). Idempotent: applied changes are skipped
+    and a license already on its plan is left alone.
+    """
+    prices = set(row.items)
+    now = timezone.now()
+    moved = False
+    handled: set[int] = set()
+    pending = list(
+        row.changes.filter(status=SubscriptionChangeStatus.SENT)
+        .select_related("to_plan")
+        .order_by("pk")
+    )
+    for change in pending:
+        lic = licenses_lock(pks=[change.license_id])[0] if change.license_id else None
+        done = True
+        if lic is not None:
+            handled.add(lic.pk)
+        kind = change.kind
+        if kind == SubscriptionChangeKind.UPGRADE and lic is not None and change.to_plan:
+            done = bool(plan_anchor_prices(change.to_plan) & prices)
+            if done and lic.plan_id != change.to_plan_id and lic.status in LIVE_LICENSE_STATUSES:
+                _license_plan_set(
+                    license=lic,
+                    plan=change.to_plan,
+                    prices=prices,
+                    reason="upgraded",
+                    stripe_event_id=stripe_event_id,
+                )
+                moved = True
+        elif kind == SubscriptionChangeKind.DOWNGRADE and lic is not None and change.to_plan:
+            due = change.effective_at
+            done = bool(row.current_period_start and due and row.current_period_start >= due)
+            if done and lic.status in LIVE_LICENSE_STATUSES:
+                _license_plan_set(
+                    license=lic,
+                    plan=change.to_plan,
+                    prices=prices,
+                    reason="downgraded at the period end",
+                    stripe_event_id=stripe_event_id,
+                )
+                moved = True
+        elif kind == SubscriptionChangeKind.REMOVE_PLAN and lic is not None:
+            done = not (plan_anchor_prices(lic.plan) & prices)
+            if done:
+                license_set_status(
+                    license=lic,
+                    to_status=LicenseStatus.EXPIRED,
+                    reason="plan removed from the subscription (cancelled now)",
+                    stripe_event_id=stripe_event_id,
+                )
+        elif kind == SubscriptionChangeKind.ADD_PLAN and change.to_plan:
+            done = bool(plan_anchor_prices(change.to_plan) & prices)
+            held = License.objects.filter(
+                buyer_id=row.buyer_id, plan=change.to_plan, status__in=LIVE_LICENSE_STATUSES
+            ).exists()
+            if done and not held:
+                new = license_issue(
+                    buyer=row.buyer,
+                    plan=change.to_plan,
+                    plan_price=plan_price_latest(plan=change.to_plan),
+                    source=LicenseSource.SUBSCRIPTION,
+                    reason="plan added to the subscription",
+                    creator_subscription=row,
+                    stripe_event_id=stripe_event_id,
+                )
+                handled.add(new.pk)
+                moved = True
+        if done:
+            change.status = SubscriptionChangeStatus.APPLIED
+            change.applied_at = now
+            change.save(update_fields=["status", "applied_at"])
+    others = [
+        lic
+        for lic in licenses_lock(
+            pks=list(
+                row.licenses.filter(status__in=LIVE_LICENSE_STATUSES).values_list("pk", flat=True)
+            )
+        )
+        if lic.pk not in handled
+    ]
+    for lic in others:
+        if plan_anchor_prices(lic.plan) & prices:
+            continue
+        held_plans = set(
+            License.objects.filter(
+                buyer_id=row.buyer_id, status__in=LIVE_LICENSE_STATUSES
+            ).values_list("plan_id", flat=True)
+        )
+        arrived = [
+            plan
+            for plan in Plan.objects.filter(listing_id=lic.listing_id, kind__in=RECURRING_KINDS)
+            if plan.pk not in held_plans and plan_anchor_prices(plan) & prices
+        ]
+        if len(arrived) == 1:
+            _license_plan_set(
+                license=lic,
+                plan=arrived[0],
+                prices=prices,
+                reason="switched in the customer portal",
+                stripe_event_id=stripe_event_id,
+            )
+            moved = True
+        else:
+            license_set_status(
+                license=lic,
+                to_status=LicenseStatus.EXPIRED,
+                reason="plan no longer on the subscription",
+                stripe_event_id=stripe_event_id,
+            )
+    return moved
+
+
+def _items_tidy_later(creator_subscription_id: int) -> None:
+    from billing.tasks import creator_subscription_items_tidy_task  # tasks import services
+
+    creator_subscription_items_tidy_task.delay(creator_subscription_id)
 
 
 def creator_subscription_price_update(*, creator_subscription_id: int) -> int:

@@ -112,7 +112,12 @@ def test_subscription_mode_with_fee_percent_and_metered_item(
     assert sub.status == "active"
     assert sub.current_period_start is not None
 
-    # One subscription per creator: the per-call plan of the same creator is refused.
-    with pytest.raises(ApplicationError) as err:
-        checkout_start(buyer=shop.buyer, plan=shop.per_call, **URLS)
-    assert err.value.extra["code"] == "one_subscription_per_creator"
+    # One subscription per creator: the per-call plan of the same creator joins it, with no
+    # second Checkout, as its own license.
+    url, added = checkout_start(buyer=shop.buyer, plan=shop.per_call, **URLS)
+    assert url is None
+    assert added is not None
+    assert (added.plan, added.creator_subscription) == (shop.per_call, sub)
+    assert CreatorSubscription.objects.count() == CheckoutOrder.objects.count() == 1
+    fake_sub = stripe_fake.state.get("subscriptions", sub.stripe_subscription_id)
+    assert len(fake_sub["items"]["data"]) == 3
