@@ -1,6 +1,7 @@
 """Admin for the mirror: runs and their counters, quarantine, alerts, and the mirrored rows.
 
-Everything here is read-only except resolving alerts: the mirror is written only by the sync.
+Everything here is read-only except resolving alerts and applying a held mass unlisting: the
+mirror is written only by the sync and these two services.
 Registry text is shown as escaped text (never rendered as HTML).
 """
 
@@ -12,8 +13,15 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from common.admin import ReadOnlyAdmin
-from registry_sync.models import QuarantinedItem, ServerVersion, SyncAlert, SyncCursor, SyncRun
-from registry_sync.services import sync_alert_resolve
+from registry_sync.models import (
+    AlertKind,
+    QuarantinedItem,
+    ServerVersion,
+    SyncAlert,
+    SyncCursor,
+    SyncRun,
+)
+from registry_sync.services import sync_alert_apply_held_unlisting, sync_alert_resolve
 
 
 class QuarantinedInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -68,8 +76,17 @@ class SyncAlertAdmin(ReadOnlyAdmin):
     list_display = ("id", "kind", "name", "created_at", "resolved_at")
     list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "message")
-    readonly_fields = ("kind", "name", "message", "run", "created_at", "resolved_at")
-    actions = ["resolve"]
+    readonly_fields = (
+        "kind",
+        "name",
+        "message",
+        "run",
+        "created_at",
+        "resolved_at",
+        "held_versions",
+    )
+    exclude = ("held_version_ids",)
+    actions = ["resolve", "apply_held_unlisting"]
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("registry_sync.change_syncalert"))
@@ -81,6 +98,19 @@ class SyncAlertAdmin(ReadOnlyAdmin):
             sync_alert_resolve(alert=alert)
             count += 1
         self.message_user(request, f"{count} alert(s) resolved.", messages.SUCCESS)
+
+    @admin.action(
+        description="Apply the held unlisting (the registry really removed them)",
+        permissions=["resolve"],
+    )
+    def apply_held_unlisting(self, request: HttpRequest, queryset: QuerySet[SyncAlert]) -> None:
+        alerts = queryset.filter(kind=AlertKind.MASS_UNLIST_HELD, resolved_at__isnull=True)
+        marked = sum(sync_alert_apply_held_unlisting(alert=alert) for alert in alerts)
+        self.message_user(request, f"{marked} version(s) marked gone.", messages.SUCCESS)
+
+    @admin.display(description="held versions")
+    def held_versions(self, obj: SyncAlert) -> int:
+        return len(obj.held_version_ids or [])
 
 
 @admin.register(ServerVersion)

@@ -86,6 +86,8 @@ class SyncRun(models.Model):
     quarantined = models.PositiveIntegerField(default=0)
     latest_flips = models.PositiveIntegerField(default=0)
     gone = models.PositiveIntegerField(default=0)
+    # Rows a full reconcile did not mark gone because too many vanished at once (an alert).
+    held = models.PositiveIntegerField(default=0)
     watermark_before = models.DateTimeField(null=True, blank=True)
     watermark_after = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
@@ -131,6 +133,9 @@ class AlertKind(models.TextChoices):
     PAID_LISTING_VANISHED = "paid_listing_vanished", "Paid listing vanished upstream"
     PAID_LISTING_DELETED = "paid_listing_deleted", "Paid listing deleted upstream"
     CURSOR_LOOP = "cursor_loop", "Cursor loop"
+    # A full reconcile that would have unlisted a large share of the catalogue at once (an empty
+    # or truncated answer); nothing was unlisted until an admin applies it.
+    MASS_UNLIST_HELD = "mass_unlist_held", "Mass unlisting held"
 
 
 class SyncAlert(models.Model):
@@ -142,6 +147,8 @@ class SyncAlert(models.Model):
     run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # MASS_UNLIST_HELD: the ServerVersion ids the reconcile would have marked gone.
+    held_version_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

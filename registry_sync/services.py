@@ -152,9 +152,24 @@ def server_item_parse(item: Any) -> ParsedItem | str:
     if "\\u0000" in canonical:
         return "item contains NUL characters (PostgreSQL cannot store them)"
     try:
-        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        encoded = canonical.encode("utf-8")
     except UnicodeEncodeError:
         return "item contains invalid Unicode (lone surrogates)"
+    # The hash is of the item as served, so an unchanged oversize item re-syncs as unchanged.
+    digest = hashlib.sha256(encoded).hexdigest()
+    raw: Any = item
+    size = len(encoded)
+    if size > settings.REGISTRY_MAX_RAW_STRING_CHARS:  # else no string can be too long
+        shorter, cut = _cut_long_strings(item, settings.REGISTRY_MAX_RAW_STRING_CHARS)
+        if cut:
+            raw = shorter
+            size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
+            logger.info(
+                "registry_sync.item_cut", extra={"server": name, "version": version, "cut": cut}
+            )
+    if size > settings.REGISTRY_MAX_ITEM_BYTES:
+        after = " after cutting long strings" if raw is not item else ""
+        return f"item is {size} bytes{after} (limit {settings.REGISTRY_MAX_ITEM_BYTES})"
 
     raw_status = official.get("status", VersionStatus.ACTIVE)
     if raw_status in _KNOWN_STATUSES:
@@ -173,9 +188,40 @@ def server_item_parse(item: Any) -> ParsedItem | str:
         published_at=_timestamp(official.get("publishedAt")),
         upstream_updated_at=_timestamp(official.get("updatedAt")),
         is_latest=official.get("isLatest") is True,
-        raw=item,
+        raw=raw,
         content_hash=digest,
     )
+
+
+def _cut_long_strings(value: Any, limit: int) -> tuple[Any, int]:
+    """(a copy of `value` with every string and key longer than `limit` cut, how many were).
+
+    Why cut rather than quarantine: the row stays listed with everything we show (the shown
+    fields are cut far shorter anyway), and one bloated field (a 1 MB description) must not
+    hide a server version, or keep a stale copy of it, or fill the table. Each cut string ends
+    with a marker saying how long it was, so the stored JSON never passes for the original.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value, 0
+        return f"{value[:limit]}…[cut by Toolbooth: {len(value)} characters]", 1
+    if isinstance(value, list):
+        out_list, total = [], 0
+        for element in value:
+            cut_element, n = _cut_long_strings(element, limit)
+            out_list.append(cut_element)
+            total += n
+        return out_list, total
+    if isinstance(value, dict):
+        out_dict: dict[str, Any] = {}
+        total = 0
+        for key, element in value.items():
+            cut_key, n_key = _cut_long_strings(key, limit)
+            cut_element, n = _cut_long_strings(element, limit)
+            out_dict[cut_key] = cut_element
+            total += n + n_key
+        return out_dict, total
+    return value, 0
 
 
 def _item_version_hint(item: Any) -> str | None:
@@ -247,6 +293,7 @@ class _RunState:
                 "quarantined",
                 "latest_flips",
                 "gone",
+                "held",
             ]
         )
         if self.progress is not None:
@@ -427,18 +474,79 @@ def _mark_vanished(state: _RunState, rows: list[tuple[int, str, str]]) -> None:
 
 
 def _reconcile_full(state: _RunState) -> None:
-    """After a COMPLETE full walk: every live row the walk did not see has vanished upstream."""
+    """After a COMPLETE full walk: every live row the walk did not see has vanished upstream.
+
+    Unless that would unlist a large share of the catalogue at once: a registry answer that is
+    empty or cut short looks exactly like a mass removal, so such a reconcile is held for a
+    person (MASS_UNLIST_HELD alert, applied by `sync_alert_apply_held_unlisting`)."""
     state.phase = "reconcile"
     seen = state.outcomes
-    vanished = [
-        (pk, name, version)
-        for pk, name, version in ServerVersion.objects.exclude(status=VersionStatus.GONE)
+    listed: set[str] = set()
+    served: set[str] = set()
+    vanished: list[tuple[int, str, str]] = []
+    for pk, name, version in (
+        ServerVersion.objects.exclude(status=VersionStatus.GONE)
         .values_list("pk", "name", "version")
         .iterator(chunk_size=5000)
-        if (name, version) not in seen
-    ]
-    _mark_vanished(state, vanished)
+    ):
+        listed.add(name)
+        if (name, version) in seen:
+            served.add(name)
+        else:
+            vanished.append((pk, name, version))
+    leaving = {name for _, name, _ in vanished} - served
+    protected = _protected_names(sorted(leaving))
+    unlisting = leaving - protected
+    if _mass_unlisting(len(unlisting), len(listed)):
+        held = [row for row in vanished if row[1] not in protected]
+        _hold_unlisting(state, held, unlisting, len(listed))
+        _mark_vanished(state, [row for row in vanished if row[1] in protected])  # alerts only
+    else:
+        _mark_vanished(state, vanished)
+        # This reconcile applied its own view of the registry: an older held one is outdated.
+        SyncAlert.objects.filter(kind=AlertKind.MASS_UNLIST_HELD, resolved_at__isnull=True).update(
+            resolved_at=timezone.now()
+        )
     state.save()
+
+
+def _mass_unlisting(unlisting: int, listed: int) -> bool:
+    """More than REGISTRY_MASS_UNLIST_MIN_LISTINGS and more than the share, both."""
+    share: float = settings.REGISTRY_MASS_UNLIST_MAX_SHARE
+    least: int = settings.REGISTRY_MASS_UNLIST_MIN_LISTINGS
+    return unlisting > least and unlisting > share * listed
+
+
+def _hold_unlisting(
+    state: _RunState, rows: list[tuple[int, str, str]], names: set[str], listed: int
+) -> None:
+    """Keep every row listed and ask a person: one open alert, holding this run's view."""
+    examples = ", ".join(sorted(names)[:10])
+    message = (
+        f"This full sync would have unlisted {len(names)} of {listed} listings at once "
+        f"({len(rows)} versions; e.g. {examples}). An empty or truncated registry answer looks "
+        "like this, so nothing was unlisted. If the registry really removed them, apply the "
+        "held unlisting (admin action); otherwise resolve this alert."
+    )
+    ids = sorted(pk for pk, _, _ in rows)
+    alert = SyncAlert.objects.filter(
+        kind=AlertKind.MASS_UNLIST_HELD, resolved_at__isnull=True
+    ).first()
+    if alert is None:
+        SyncAlert.objects.create(
+            kind=AlertKind.MASS_UNLIST_HELD,
+            message=message,
+            run=state.run,
+            held_version_ids=ids,
+        )
+    else:  # the newest full sync's view replaces the one waiting
+        alert.message, alert.run, alert.held_version_ids = message, state.run, ids
+        alert.save(update_fields=["message", "run", "held_version_ids"])
+    state.run.held += len(ids)
+    logger.warning(
+        "registry_sync.mass_unlist_held",
+        extra={"run_id": state.run.pk, "names": len(names), "listed": listed},
+    )
 
 
 def _rederive_latest_from_upstream(state: _RunState, client: RegistryClient) -> None:
@@ -696,6 +804,41 @@ def registry_sync_lock(*, url: str | None = None) -> Iterator[bool]:
     finally:
         if acquired and cache.get(key) == token:
             cache.delete(key)
+
+
+def sync_alert_apply_held_unlisting(*, alert: SyncAlert) -> int:
+    """An admin confirmed a held mass unlisting (MASS_UNLIST_HELD): mark its rows gone, as the
+    reconcile would have, and resolve the alert. Rows since marked gone, changed upstream after
+    the held sync began (so the registry still serves them), or now paid for are left alone.
+    Returns how many rows were marked gone."""
+    if alert.kind != AlertKind.MASS_UNLIST_HELD or alert.resolved_at is not None:
+        return 0
+    since = alert.run.started_at if alert.run is not None else alert.created_at
+    rows = list(
+        ServerVersion.objects.filter(pk__in=alert.held_version_ids)
+        .exclude(status=VersionStatus.GONE)
+        .exclude(upstream_updated_at__gt=since)
+        .values_list("pk", "name", "version")
+    )
+    protected = _protected_names(sorted({name for _, name, _ in rows}))
+    rows = [row for row in rows if row[1] not in protected]
+    now = timezone.now()
+    # The rows and the alert together: a crash must not leave the alert open with rows gone.
+    with transaction.atomic():
+        marked = ServerVersion.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            status=VersionStatus.GONE, gone_at=now, is_latest=False, updated_at=now
+        )
+        alert.resolved_at = now
+        alert.save(update_fields=["resolved_at"])
+    logger.warning(
+        "registry_sync.mass_unlist_applied", extra={"alert_id": alert.pk, "rows": marked}
+    )
+    # A name that kept other versions needs its latest flag again (counted on no run).
+    scratch = SyncRun(kind=SyncKind.FULL, source_url="", started_at=now)
+    state = _RunState(run=scratch, client=None, progress=None)
+    _settle_latest_flags(state)
+    _call_names_changed_hooks({name for _, name, _ in rows} | state.names_changed)
+    return marked
 
 
 def sync_alert_resolve(*, alert: SyncAlert) -> SyncAlert:

@@ -31,3 +31,13 @@ REGISTRY_SNAPSHOT_PATH = env_str("REGISTRY_SNAPSHOT_PATH", "")
 # updated_since pages); above this many names a plain listing walk is cheaper. 0 = automatic
 # (the number of 100-row pages the mirror would take, at least 50).
 REGISTRY_REFETCH_MAX_NAMES = env_int("REGISTRY_REFETCH_MAX_NAMES", 0)
+# A full reconcile that would unlist more than this many listings AND more than this share of
+# the listed catalogue at once (an empty or truncated answer) unlists nothing: it raises a
+# MASS_UNLIST_HELD alert, and an admin applies it (admin action). Paid listings are never
+# unlisted by a reconcile anyway.
+REGISTRY_MASS_UNLIST_MIN_LISTINGS = env_int("REGISTRY_MASS_UNLIST_MIN_LISTINGS", 20)
+REGISTRY_MASS_UNLIST_MAX_SHARE = env_float("REGISTRY_MASS_UNLIST_MAX_SHARE", 0.10)
+# Raw registry JSON is kept, but bounded: strings longer than this are cut (with a marker) and
+# an item still larger than REGISTRY_MAX_ITEM_BYTES after that is quarantined.
+REGISTRY_MAX_RAW_STRING_CHARS = env_int("REGISTRY_MAX_RAW_STRING_CHARS", 8192)
+REGISTRY_MAX_ITEM_BYTES = env_int("REGISTRY_MAX_ITEM_BYTES", 128 * 1024)
