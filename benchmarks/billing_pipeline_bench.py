@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_bench import parse_wrk, wait_port
+from gateway_bench import fresh_database, parse_wrk, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -62,17 +62,7 @@ ENV = {
 def setup_database(customers: int) -> list[str]:
     """A fresh database: one hosted pay-per-call listing, and per buyer a metered
     subscription (its Stripe customer made on the fake Stripe) with one key."""
-    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-    subprocess.run([*psql, f"drop database if exists {DB_NAME}"], check=True)
-    subprocess.run([*psql, f"create database {DB_NAME}"], check=True)
-    subprocess.run(
-        [str(BIN / "python"), "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True
-    )
-    os.environ.update(ENV)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    fresh_database(DB_NAME, ENV)
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 

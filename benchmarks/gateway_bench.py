@@ -131,19 +131,24 @@ http {{
     return conf
 
 
-def setup_database() -> dict[str, tuple[str, str]]:
-    """A fresh bench database with two hosted listings and one real key each."""
+def fresh_database(name: str, env: dict[str, str]) -> None:
+    """Drop and create database `name`, migrate it, and set Django up in this process on it."""
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-    subprocess.run([*psql, f"drop database if exists {DB_NAME}"], check=True)
-    subprocess.run([*psql, f"create database {DB_NAME}"], check=True)
+    subprocess.run([*psql, f"drop database if exists {name}"], check=True)
+    subprocess.run([*psql, f"create database {name}"], check=True)
     subprocess.run(
-        [str(BIN / "python"), "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True
+        [str(BIN / "python"), "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
     )
-    os.environ.update(ENV)
+    os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
+
+
+def setup_database() -> dict[str, tuple[str, str]]:
+    """A fresh bench database with two hosted listings and one real key each."""
+    fresh_database(DB_NAME, ENV)
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 

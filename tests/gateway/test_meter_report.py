@@ -15,7 +15,6 @@ from django.db import connection, transaction
 
 from billing.stripe_client import get_client
 from fakes.stripe.server import FakeStripeServer
-from gateway.metering import new_call_id
 from gateway.models import MeterReport, MeterReportStatus, UsageEvent
 from gateway.services import (
     meter_reports_seal,
@@ -23,6 +22,7 @@ from gateway.services import (
     usage_reconcile,
     usage_report,
 )
+from tests.gateway.factories import finished_call
 
 pytestmark = pytest.mark.django_db
 METER = "tb_calls_test"
@@ -58,30 +58,20 @@ def _minute(minutes_ago: int) -> datetime:
     return now - timedelta(minutes=minutes_ago)
 
 
-def _calls(customer: str, when: datetime, amounts: list[int], **extra: Any) -> list[str]:
-    """Write calls through the drain's writer (as the usage stream would); returns call ids."""
-    records = []
-    for i, amount in enumerate(amounts):
-        records.append(
-            {
-                "call_id": str(new_call_id()),
-                "key_id": 1,
-                "license_id": 1,
-                "listing_id": 1,
-                "plan_id": 1,
-                "tool": "ok",
-                "unit_amount": amount,
-                "currency": "usd",
-                "billable": extra.get("billable", True),
-                "outcome": "success" if extra.get("billable", True) else "tool_error",
-                "latency_ms": 2,
-                "occurred_at": (when + timedelta(seconds=i % 60)).timestamp(),
-                "stripe_customer_id": customer,
-                "meter_event_name": extra.get("meter", METER),
-            }
+def _calls(customer: str, when: datetime, amounts: list[int], **extra: Any) -> list[dict[str, Any]]:
+    """Write calls through the drain's writer (as the usage stream would); returns them."""
+    records = [
+        finished_call(
+            customer=customer,
+            meter=extra.get("meter", METER),
+            at=(when + timedelta(seconds=i % 60)).timestamp(),
+            amount=amount,
+            billable=extra.get("billable", True),
         )
+        for i, amount in enumerate(amounts)
+    ]
     usage_events_write(records=records)
-    return [r["call_id"] for r in records]
+    return records
 
 
 def _stripe_total(fake: FakeStripeServer, customer: str) -> float:
@@ -127,7 +117,7 @@ def test_a_late_call_goes_out_as_a_correction(fake_stripe, meter):
     assert usage_report().sent == 1
     _calls(customer, minute, [7])  # reached the ledger after its minute was sent
     _calls(customer, minute, [5])
-    usage_events_write(records=[_record_of(first[0])])  # redelivered: in the ledger already
+    usage_events_write(records=first[:1])  # redelivered: in the ledger already
     assert usage_report().sent == 1
     reports = list(MeterReport.objects.order_by("pk"))
     assert [(r.value, r.calls, r.status) for r in reports] == [(10, 2, "sent"), (12, 2, "sent")]
@@ -136,26 +126,6 @@ def test_a_late_call_goes_out_as_a_correction(fake_stripe, meter):
     assert _stripe_total(fake_stripe, customer) == 22
     ledger = sum(UsageEvent.objects.filter(billable=True).values_list("unit_amount", flat=True))
     assert ledger == 22
-
-
-def _record_of(call_id: str) -> dict[str, Any]:
-    row = UsageEvent.objects.get(call_id=call_id)
-    return {
-        "call_id": call_id,
-        "key_id": row.key_id,
-        "license_id": row.license_id,
-        "listing_id": row.listing_id,
-        "plan_id": row.plan_id,
-        "tool": row.tool,
-        "unit_amount": row.unit_amount,
-        "currency": row.currency,
-        "billable": row.billable,
-        "outcome": row.outcome,
-        "latency_ms": row.latency_ms,
-        "occurred_at": row.occurred_at.timestamp(),
-        "stripe_customer_id": row.stripe_customer_id,
-        "meter_event_name": row.meter_event_name,
-    }
 
 
 def test_resend_after_a_crash_is_not_doubled(fake_stripe, meter):

@@ -14,10 +14,10 @@ import time
 import aiohttp
 import pytest
 
-from gateway.metering import new_call_id
 from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
 from tests.gateway.conftest import ROOT, gateway_env
+from tests.gateway.factories import finished_call
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 CALLS = int(os.environ.get("GATEWAY_CRASH_CALLS", "10000"))
@@ -132,7 +132,12 @@ def test_kill_9_worker_during_report_holds_reporting_only_for_the_lease(
 
     fake, customer = fake_stripe_meter
     minute = (time.time() // 60 - 3) * 60
-    usage_events_write(records=[_billable(customer, minute + i, 5) for i in range(20)])
+    usage_events_write(
+        records=[
+            finished_call(customer=customer, meter="tb_calls_lease", at=minute + i, amount=5)
+            for i in range(20)
+        ]
+    )
     hung = threading.Event()
 
     class Hang(http.server.BaseHTTPRequestHandler):
@@ -170,25 +175,6 @@ def test_kill_9_worker_during_report_holds_reporting_only_for_the_lease(
             worker.wait()
     assert MeterReport.objects.get().status == "sent"
     assert sum(e["_value"] for e in fake.state.meter_events()) == 100
-
-
-def _billable(customer: str, at: float, amount: int) -> dict[str, object]:
-    return {
-        "call_id": str(new_call_id()),
-        "key_id": 1,
-        "license_id": 1,
-        "listing_id": 1,
-        "plan_id": 1,
-        "tool": "ok",
-        "unit_amount": amount,
-        "currency": "usd",
-        "billable": True,
-        "outcome": "success",
-        "latency_ms": 1,
-        "occurred_at": at,
-        "stripe_customer_id": customer,
-        "meter_event_name": "tb_calls_lease",
-    }
 
 
 @pytest.fixture
