@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from billing import selectors
-from billing.models import Plan
+from billing.models import LicenseSource, Plan
 from billing.services import checkout
 from common.exceptions import ApplicationError, ServiceUnavailableError
 
@@ -58,7 +58,15 @@ def buy_view(request: HttpRequest, plan_id: int) -> HttpResponse:
             return redirect(request.path)
         if url:
             return HttpResponseRedirect(url)
-        messages.success(request, "Free license granted: create a key below.")
+        if lic is not None and lic.source == LicenseSource.SUBSCRIPTION:
+            # A further plan from a creator the buyer subscribes to joins that subscription.
+            messages.success(
+                request,
+                f"{plan.name} was added to your subscription with this creator and charged "
+                "for the rest of this period: create a key below.",
+            )
+        else:
+            messages.success(request, "Free license granted: create a key below.")
         if lic is not None:
             return redirect("ui:license", license_id=lic.pk)
         return redirect("ui:licenses")

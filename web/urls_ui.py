@@ -3,7 +3,7 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 
 from django.urls import path
 
-from web import onboarding, tokens, views
+from web import onboarding, subscriptions, tokens, views
 
 app_name = "ui"
 
@@ -12,6 +12,17 @@ urlpatterns = [
     path("accounts/signup/", views.signup_page, name="signup"),
     path("me/licenses/", views.licenses_page, name="licenses"),
     path("me/licenses/<int:license_id>/", views.license_page, name="license"),
+    path(
+        "me/licenses/<int:license_id>/subscription/",
+        subscriptions.license_subscription_action,
+        name="license-subscription",
+    ),
+    path(
+        "me/licenses/<int:license_id>/cancel/",
+        subscriptions.license_cancel_confirm,
+        name="license-cancel",
+    ),
+    path("me/billing-portal/", subscriptions.billing_portal_open, name="billing-portal"),
     path("me/tokens/", tokens.tokens_page, name="tokens"),
     path("me/receipts/<int:sale_id>/", views.receipt_page, name="receipt"),
     path("me/invoices/<int:sale_id>/", views.invoice_redirect, name="invoice"),

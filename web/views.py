@@ -52,6 +52,7 @@ from web.forms import (
     tool_prices_text,
 )
 from web.selectors import gateway_url, listing_offer_get
+from web.subscriptions import subscription_context
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -172,6 +173,7 @@ def _license_context(request: HttpRequest, lic: License, **extra: Any) -> dict[s
         "overlap_hours": settings.BILLING_KEY_ROTATION_OVERLAP_HOURS,
         "currency": lic.plan.currency,
         **_usage_context(lic),
+        **subscription_context(lic),
         **extra,
     }
 
