@@ -16,6 +16,7 @@ from billing.models import ConnectAccount, Creator, Plan
 from billing.services.licenses import invalidate_plan_on_commit
 from billing.services.notices import payouts_attention_notify
 from common.exceptions import ApplicationError, NotFoundError
+from common.text import clean_text
 from marketplace.models import Listing, ListingSource
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ def creator_become(*, user: User, handle: str = "", display_name: str = "") -> C
     handle = slugify(handle or user.get_username().split("@", 1)[0]).lower().replace("_", "-")
     if not _SLUG_RE.match(handle):
         raise ApplicationError("Choose a handle of 3-50 letters, digits or dashes.")
-    creator = Creator(user=user, handle=handle, display_name=display_name[:100])
+    # What creators type is shown to others: cleaned like registry text (no bidi overrides).
+    creator = Creator(
+        user=user, handle=handle, display_name=clean_text(display_name, max_length=100)
+    )
     creator.full_clean(exclude=["user"])
     try:
         with transaction.atomic():
@@ -98,8 +102,8 @@ def listing_publish_for_creator(
     listing = Listing(
         name=name,
         source=ListingSource.CREATOR,
-        title=title[:100],
-        description=description[:2000],
+        title=clean_text(title, max_length=100),
+        description=clean_text(description, max_length=2000, single_line=False),
         owner=creator.user,
         name_words=" ".join(re.split(r"[./_-]+", name)),
     )

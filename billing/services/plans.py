@@ -30,6 +30,7 @@ from billing.pricing import tool_price_refusal
 from billing.services.creators import listing_require_owned
 from billing.services.licenses import invalidate_licenses_on_commit, invalidate_plan_on_commit
 from common.exceptions import ApplicationError
+from common.text import clean_text
 from marketplace.models import Listing
 
 if TYPE_CHECKING:
@@ -167,7 +168,8 @@ def plan_create(
         plan = Plan(
             listing=listing,
             kind=kind,
-            name=name.strip()[:100] or PlanKind(kind).label,
+            # Shown to buyers: cleaned like registry text (no bidi overrides, no controls).
+            name=clean_text(name, max_length=100) or PlanKind(kind).label,
             currency=(currency or settings.DEFAULT_CURRENCY).lower(),
             included_calls=included_calls,
             hard_cap=hard_cap,
@@ -217,7 +219,7 @@ def plan_update(
     with transaction.atomic():
         locked = plan_lock(pk=plan.pk)
         if name is not None:
-            locked.name = name.strip()[:100] or locked.name
+            locked.name = clean_text(name, max_length=100) or locked.name
         if rate_limit_per_minute is not None:
             locked.rate_limit_per_minute = rate_limit_per_minute
         if included_calls is not None:
