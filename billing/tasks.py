@@ -1,14 +1,17 @@
 """Celery tasks: thin wrappers that load ids, call one service and decide retries."""
 
 import logging
+from datetime import date, timedelta
 
 from celery import shared_task
+from django.utils import timezone
 
 from billing.models import PlanPrice, StripeEvent
 from billing.services.events import stripe_event_process, stripe_events_catch_up
 from billing.services.licenses import licenses_expire_due
 from billing.services.notices import api_keys_expiring_notify, price_increase_notify
 from billing.services.plans import plan_prices_apply_due, plan_stripe_sync
+from billing.services.statements import creator_statements_reconcile_all
 from billing.services.subscription_changes import creator_subscription_items_tidy
 from billing.services.subscriptions import creator_subscription_price_update
 
@@ -115,3 +118,24 @@ def plan_price_increase_notify_task(self, price_id: int) -> int:  # type: ignore
 def api_keys_expiring_notify_task() -> int:
     """Beat: one email per key that stops working within the next days."""
     return int(api_keys_expiring_notify())
+
+
+@shared_task(acks_late=True, time_limit=30 * 60)  # type: ignore[untyped-decorator]
+def creator_statements_reconcile_task(month: str = "") -> int:
+    """Beat, early each month: compare every creator's statement for `month` (YYYY-MM; default
+    last month) with Stripe (appends comparisons; mismatches are logged). Returns how many did
+    not match."""
+    if month:
+        year, number = (int(part) for part in month.split("-"))
+        first_of = date(year, number, 1)
+    else:
+        first_of = (timezone.now().date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    mismatches = 0
+    for creator, row in creator_statements_reconcile_all(month=first_of):
+        if not row.matches:
+            mismatches += 1
+            logger.warning(
+                "billing.statement_mismatch",
+                extra={"creator_id": creator.pk, "currency": row.currency, "month": str(first_of)},
+            )
+    return mismatches

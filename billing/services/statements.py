@@ -99,3 +99,14 @@ def creator_statement_reconcile(*, creator: Creator, month: date) -> list[Statem
                 extra={"creator_id": creator.pk, "month": f"{month:%Y-%m}", "currency": currency},
             )
     return rows
+
+
+def creator_statements_reconcile_all(
+    *, month: date
+) -> list[tuple[Creator, StatementReconciliation]]:
+    """Every creator with a Connect account, compared for `month` (the month-end job)."""
+    return [
+        (creator, row)
+        for creator in Creator.objects.filter(connect__isnull=False).select_related("connect")
+        for row in creator_statement_reconcile(creator=creator, month=month)
+    ]

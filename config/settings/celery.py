@@ -75,4 +75,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "gateway.tasks.usage_reconcile_task",
         "schedule": crontab(minute=37),
     },
+    # Creator statements of the month that ended, against Stripe's transfers and fees (on the
+    # 2nd, after Stripe's own month-end activity has settled).
+    "billing-creator-statements-reconcile": {
+        "task": "billing.tasks.creator_statements_reconcile_task",
+        "schedule": crontab(day_of_month=2, hour=3, minute=11),
+    },
 }

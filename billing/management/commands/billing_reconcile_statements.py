@@ -5,8 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.models import Creator
-from billing.services.statements import creator_statement_reconcile
+from billing.services.statements import creator_statements_reconcile_all
 
 
 class Command(BaseCommand):
@@ -25,11 +24,10 @@ class Command(BaseCommand):
             first = datetime.now(UTC).date().replace(day=1)
             month = (first - timedelta(days=1)).replace(day=1)
         mismatches = 0
-        for creator in Creator.objects.filter(connect__isnull=False).select_related("connect"):
-            for row in creator_statement_reconcile(creator=creator, month=month):
-                mismatches += not row.matches
-                self.stdout.write(
-                    f"{creator.handle} {row.currency} {'ok' if row.matches else 'MISMATCH'}"
-                )
+        for creator, row in creator_statements_reconcile_all(month=month):
+            mismatches += not row.matches
+            self.stdout.write(
+                f"{creator.handle} {row.currency} {'ok' if row.matches else 'MISMATCH'}"
+            )
         if mismatches:
             raise CommandError(f"{mismatches} statement(s) do not match Stripe.")

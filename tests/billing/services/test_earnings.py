@@ -253,3 +253,15 @@ def test_a_disputed_subscription_stays_suspended_until_the_dispute_is_won(flow):
     flow.deliver()
     lic.refresh_from_db()
     assert lic.status == LicenseStatus.ACTIVE
+
+
+def test_the_month_end_task_compares_every_creator(flow):
+    """The beat task runs the same comparison as the command (beat: last month)."""
+    from billing.models import StatementReconciliation
+    from billing.tasks import creator_statements_reconcile_task
+
+    flow.buy(flow.shop.one_time)
+    assert creator_statements_reconcile_task() == 0  # last month: nothing sold, nothing to check
+    assert not StatementReconciliation.objects.exists()
+    assert creator_statements_reconcile_task(_this_month().strftime("%Y-%m")) == 0
+    assert StatementReconciliation.objects.filter(matches=True).count() == 1
