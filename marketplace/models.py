@@ -59,12 +59,28 @@ class Listing(TimeStampedModel):
         on_delete=models.SET_NULL,
         related_name="owned_listings",
     )
+    # Popularity and trust, written off the hot path by `web.stats.listing_stats_refresh_all`
+    # (beat task and `listing_stats_refresh` command) through `listing_stats_set`; search
+    # ranks and pages read them without touching the ledger.
+    # Successful calls (outcome "success" or "replayed": answers the caller got) in 30 days.
+    calls_30d = models.PositiveIntegerField(default=0)
+    # Distinct people holding an active or past license of the listing.
+    buyers = models.PositiveIntegerField(default=0)
+    # Share of calls answered in the last 24 h, from the one health selector
+    # (`web.reports.upstream_health_get`); null when not hosted or nobody called.
+    uptime = models.FloatField(null=True, blank=True)
+    health_state = models.CharField(max_length=16, blank=True, default="")
+    # Verified buyers' reviews (web.models.Review): mean of 1-5 stars and how many.
+    rating_avg = models.FloatField(null=True, blank=True)
+    rating_count = models.PositiveIntegerField(default=0)
+    stats_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
         indexes = [
             models.Index(fields=["status", "name"], name="listing_status_name"),
             models.Index(fields=["-upstream_updated_at"], name="listing_updated"),
+            models.Index(fields=["-calls_30d", "name"], name="listing_popular"),
         ]
 
     def __str__(self) -> str:

@@ -292,3 +292,44 @@ def listings_refresh_from_registry(*, names: list[str]) -> int:
         changed += _refresh_batch(batch)
     logger.info("listings_refreshed", extra={"names": len(unique), "changed": changed})
     return changed
+
+
+@dataclass(frozen=True, slots=True)
+class ListingStats:
+    """Popularity and trust of one listing, as the aggregation in `web.stats` computed them."""
+
+    calls_30d: int = 0
+    buyers: int = 0
+    uptime: float | None = None
+    health_state: str = ""
+    rating_avg: float | None = None
+    rating_count: int = 0
+
+
+LISTING_STATS_FIELDS = (
+    "calls_30d",
+    "buyers",
+    "uptime",
+    "health_state",
+    "rating_avg",
+    "rating_count",
+    "stats_updated_at",
+)
+
+
+def listing_stats_set(*, stats: dict[int, ListingStats], at: datetime) -> int:
+    """Write the aggregated figures onto the listings (one bulk UPDATE per 500), so search and
+    pages read columns instead of the ledger. Listings not in `stats` keep their figures; the
+    caller passes zeros for those it wants cleared. Returns how many rows were written."""
+    listings = list(Listing.objects.filter(pk__in=list(stats)).only("pk"))
+    for listing in listings:
+        figures = stats[listing.pk]
+        listing.calls_30d = figures.calls_30d
+        listing.buyers = figures.buyers
+        listing.uptime = figures.uptime
+        listing.health_state = figures.health_state
+        listing.rating_avg = figures.rating_avg
+        listing.rating_count = figures.rating_count
+        listing.stats_updated_at = at
+    Listing.objects.bulk_update(listings, LISTING_STATS_FIELDS, batch_size=500)
+    return len(listings)
