@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -125,14 +126,14 @@ def demo_claim_publish(*, name: str) -> str:
         raise ValueError(f"No pending claim for {name}: get a claim token on /creator/claim/.")
     latest = ServerVersion.objects.filter(name=name).order_by("-published_at").first()
     count = ServerVersion.objects.filter(name=name).count()
-    if latest is not None and isinstance(latest.raw, dict):
-        item = copy.deepcopy(latest.raw)
-        server = item.get("server") if isinstance(item.get("server"), dict) else {}
-        item = {"server": server}  # the registry writes its own _meta.official
+    server: dict[str, Any]
+    raw = copy.deepcopy(latest.raw) if latest is not None else None
+    if isinstance(raw, dict) and isinstance(raw.get("server"), dict):
+        server = raw["server"]  # the registry writes its own _meta.official
     else:
         listing = Listing.objects.get(pk=claim.listing_id)
-        item = {"server": server_json_for_listing(listing=listing, claim=claim)}
-        server = item["server"]
+        server = server_json_for_listing(listing=listing, claim=claim)
+    item = {"server": server}
     version = f"{server.get('version') or '0.0.0'}-claim.{count + 1}"
     server["version"] = version
     server.setdefault("_meta", {}).update(claim_meta_snippet(claim=claim))

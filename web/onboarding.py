@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def creator_onboard_return(request: HttpRequest) -> HttpResponse:
     creator = billing_selectors.creator_get_for_user(user=request.user)  # type: ignore[arg-type]
     account = getattr(creator, "connect", None) if creator is not None else None
-    if account is None:
+    if creator is None or account is None:
         return redirect("ui:creator")
     try:
         with unavailable_as_error():
