@@ -319,8 +319,11 @@ LISTING_STATS_FIELDS = (
 
 def listing_stats_set(*, stats: dict[int, ListingStats], at: datetime) -> int:
     """Write the aggregated figures onto the listings (one bulk UPDATE per 500), so search and
-    pages read columns instead of the ledger. Listings not in `stats` keep their figures; the
-    caller passes zeros for those it wants cleared. Returns how many rows were written."""
+    pages read columns instead of the ledger. A listing that had figures and is not in `stats`
+    any more is reset to zeros, so a listing whose calls aged out stops looking popular.
+    Returns how many rows were written."""
+    stale = Listing.objects.filter(stats_updated_at__isnull=False).exclude(pk__in=list(stats))
+    stats = {**dict.fromkeys(stale.values_list("pk", flat=True), ListingStats()), **stats}
     listings = list(Listing.objects.filter(pk__in=list(stats)).only("pk"))
     for listing in listings:
         figures = stats[listing.pk]
@@ -333,3 +336,9 @@ def listing_stats_set(*, stats: dict[int, ListingStats], at: datetime) -> int:
         listing.stats_updated_at = at
     Listing.objects.bulk_update(listings, LISTING_STATS_FIELDS, batch_size=500)
     return len(listings)
+
+
+def listing_rating_set(*, listing_id: int, rating_avg: float | None, rating_count: int) -> None:
+    """Update only the rating figures, right after a review changes, so the page that follows
+    shows them without waiting for the next stats run."""
+    Listing.objects.filter(pk=listing_id).update(rating_avg=rating_avg, rating_count=rating_count)

@@ -75,6 +75,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "gateway.tasks.usage_reconcile_task",
         "schedule": crontab(minute=37),
     },
+    # Popularity and trust on listings (web.stats): calls in 30 days, buyers, uptime, ratings.
+    # Hourly: the figures rank search and fill pages, and a few minutes old is fine.
+    "web-listing-stats-refresh": {
+        "task": "web.tasks.listing_stats_refresh_task",
+        "schedule": crontab(minute=23),
+    },
     # Creator statements of the month that ended, against Stripe's transfers and fees (on the
     # 2nd, after Stripe's own month-end activity has settled).
     "billing-creator-statements-reconcile": {
