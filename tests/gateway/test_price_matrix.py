@@ -1,12 +1,14 @@
 """The 5 plan kinds x 4 tool pricings end to end (issue 10, section 3): real billing rows, a real
 gateway process and upstream, the real drain and the listing page. For each combination the
-price in tools/list `_meta`, the receipt, the ledger row and the page's words agree, and a
-charged row always has a Stripe customer and meter to be collected with.
+price in tools/list `_meta`, the receipt, the ledger row and the page's words agree, a
+charged row always has a Stripe customer and meter to be collected with, and the meter
+reports (to the fake Stripe, over HTTP) add up to exactly the receipts of each customer.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 from html import unescape
 
@@ -16,8 +18,11 @@ from django.utils import timezone
 
 from billing.models import CreatorSubscription, PlanKind
 from billing.services.licenses import api_key_create
+from billing.stripe_client import get_client
+from fakes.stripe.server import FakeStripeServer
 from gateway.models import UsageEvent
 from gateway.proxy import PRICE_KEY, RECEIPT_KEY
+from gateway.services import usage_report
 from tests.billing.factories import (
     CreatorFactory,
     LicenseFactory,
@@ -51,7 +56,27 @@ PLANS = {
 CHARGING = {"subscription", "per_call"}
 
 
-def _setup():
+def _stripe_customers() -> dict[str, tuple[str, str]]:
+    """label -> (customer, meter event name), made on the fake Stripe for the charging plans."""
+    client = get_client()
+    out = {}
+    for label in sorted(CHARGING):
+        event_name = f"tb_matrix_{label}_{uuid.uuid4().hex[:8]}"
+        client.v1.billing.meters.create(
+            {
+                "display_name": label,
+                "event_name": event_name,
+                "default_aggregation": {"formula": "sum"},
+                "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+                "value_settings": {"event_payload_key": "value"},
+            }
+        )
+        customer = client.v1.customers.create({"email": f"{label}@example.com"}).id
+        out[label] = (customer, event_name)
+    return out
+
+
+def _setup(stripe_ids: dict[str, tuple[str, str]]):
     listing = OwnedListingFactory()
     HostedUpstreamFactory(
         listing=listing,
@@ -66,7 +91,7 @@ def _setup():
             listing=listing,
             name=label,
             rate_limit_per_minute=600,
-            meter_event_name=f"tb_matrix_{listing.pk}_{label}" if label in CHARGING else "",
+            meter_event_name=stripe_ids[label][1] if label in CHARGING else "",
             **plan_fields,
         )
         price = PlanPriceFactory(
@@ -86,7 +111,7 @@ def _setup():
                 buyer=buyer,
                 creator=creator,
                 stripe_subscription_id=f"sub_matrix_{listing.pk}_{label}",
-                stripe_customer_id=f"cus_matrix_{label}",
+                stripe_customer_id=stripe_ids[label][0],
                 status="active",
                 current_period_start=timezone.now() - timedelta(hours=1),
                 platform_fee_bps=1000,
@@ -123,8 +148,16 @@ def _words(meta: dict | None, label: str) -> str:
     return "included" if label == "one_time" else "free"
 
 
-def test_tools_list_receipts_ledger_and_page_agree(gateway):
-    listing, keys = _setup()
+def test_tools_list_receipts_ledger_page_and_stripe_agree(gateway, settings):
+    settings.STRIPE_SECRET_KEY = "sk_test_matrix"
+    with FakeStripeServer(webhook_url=None) as fake:
+        settings.STRIPE_API_BASE = fake.base_url
+        _matrix(gateway, fake)
+
+
+def _matrix(gateway: str, fake: FakeStripeServer) -> None:
+    stripe_ids = _stripe_customers()
+    listing, keys = _setup(stripe_ids)
     name = listing.name
     cells = _page_cells(Client().get(f"/servers/{name}").content.decode(), list(PLANS))
     receipts: dict[str, tuple[str, int]] = {}
@@ -168,7 +201,14 @@ def test_tools_list_receipts_ledger_and_page_agree(gateway):
         row = rows[call_id]
         assert (row.billable, row.unit_amount) == (True, amount), label
         if amount:  # what the meter report sends: this row's amount for this customer
-            assert row.stripe_customer_id == f"cus_matrix_{label}"
-            assert row.meter_event_name
+            assert (row.stripe_customer_id, row.meter_event_name) == stripe_ids[label]
     charged = {label for label, amount in receipts.values() if amount}
     assert charged == CHARGING  # the one-time, free and capped plans never charge
+    # The meter reports: each customer's total at Stripe is the sum of its receipts.
+    usage_report(now=timezone.now() + timedelta(seconds=75))  # seal this minute too
+    for label, (customer, _event) in stripe_ids.items():
+        receipted = sum(a for lb, a in receipts.values() if lb == label)
+        at_stripe = sum(
+            e["_value"] for e in fake.state.meter_events() if e["_customer"] == customer
+        )
+        assert (label, at_stripe) == (label, receipted)
