@@ -204,3 +204,29 @@ class PriceChangeForm(forms.Form):
 
 def config_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2)
+
+
+class ReviewForm(forms.Form):
+    rating = forms.TypedChoiceField(
+        label="Rating",
+        choices=[(n, f"{n} star{'s' if n > 1 else ''}") for n in range(5, 0, -1)],
+        coerce=int,
+        widget=forms.RadioSelect,
+    )
+    text = forms.CharField(
+        label="Your review",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Plain text; what worked, what did not. Up to 2,000 characters.",
+    )
+
+
+class ReviewReplyForm(forms.Form):
+    text = forms.CharField(
+        label="Reply",
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Shown under the review. Leave empty to remove your reply.",
+    )

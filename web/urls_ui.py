@@ -3,11 +3,13 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 
 from django.urls import path
 
-from web import onboarding, subscriptions, tokens, views
+from web import onboarding, review_pages, subscriptions, tokens, views
 
 app_name = "ui"
 
 urlpatterns = [
+    path("reviews/write/<path:name>", review_pages.review_write, name="review-write"),
+    path("reviews/<int:review_id>/reply", review_pages.review_reply, name="review-reply"),
     path("servers/<path:name>", views.listing_page, name="listing"),
     path("accounts/signup/", views.signup_page, name="signup"),
     path("me/licenses/", views.licenses_page, name="licenses"),

@@ -51,6 +51,7 @@ from web.forms import (
     config_json,
     tool_prices_text,
 )
+from web.review_pages import reviews_context
 from web.selectors import gateway_url, listing_offer_get
 from web.subscriptions import subscription_context
 
@@ -88,6 +89,7 @@ def listing_page(request: HttpRequest, name: str) -> HttpResponse:
         "health": reports.upstream_health_get(listing_id=listing.pk) if offer.hosted else None,
         "buyable": listing.status in ("active", "deprecated"),
         "owned": request.user.is_authenticated and listing.owner_id == request.user.pk,
+        **reviews_context(user=request.user, listing=listing),  # type: ignore[arg-type]
     }
     return render(request, "web/listing.html", context)
 
