@@ -34,7 +34,9 @@ class CappedCountPaginator(_PaginatorBase):
     def count(self) -> int:
         if self.cap is None:
             return int(super().count)
-        found = cast(QuerySet[Any], self.object_list)[: self.cap + 1].count()
+        # Only the keys: the ranking's annotations and ordering would be computed for nothing.
+        matches = cast(QuerySet[Any], self.object_list).order_by().values("pk")
+        found = matches[: self.cap + 1].count()
         self.capped = found > self.cap
         return min(found, self.cap)
 

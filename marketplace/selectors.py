@@ -4,6 +4,7 @@ Search runs PostgreSQL full-text search (GIN index on `search_vector`) with rank
 demo) falls back to a plain substring scan. Every list read is a constant number of queries.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,20 @@ from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
-from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    IntegerField,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast, Ln
 
 from common.text import clean_text
 from marketplace.models import Listing, ListingStatus
@@ -34,10 +48,25 @@ ORDERING_CHOICES = ("relevance", "name", "-updated", "-published")
 # Known registryType values; the facet itself is open (any token the registry sends).
 KNOWN_PACKAGE_TYPES = ("npm", "pypi", "oci", "nuget", "mcpb")
 NAME_MAX_LENGTH = 200
+# Above this many matches search ranks a bounded window (see _ranked_full_text); the API and
+# page count up to the same number (marketplace.pagination.SEARCH_COUNT_CAP).
+SEARCH_CANDIDATES = 1000
+# How many of the newest matches a common word ranks (see _ranked_full_text).
+SEARCH_WINDOW = SEARCH_CANDIDATES
+# A buyable listing beats a mirror entry matching the same way: ts_rank gives about 0.61 for one
+# name/title hit and 0.24 for one description hit, so +0.3 lifts a buyable title match over a
+# mirror name match, but not a buyable description-only match over it.
+BUYABLE_BOOST = 0.3
+# Typo correction looks up at most this many words of a query.
+MAX_CORRECTED_WORDS = 8
+# At most this much for a million calls plus buyers in 30 days (log scale): use breaks ties
+# among similar matches, never outweighs a name match.
+POPULARITY_WEIGHT = 0.2
 
 # Punctuation inside a token ("io.github.acme/weather-api") becomes a space for the 'simple'
 # query, so a pasted name matches the name words the index holds.
 _INNER_PUNCT = re.compile(r"(?<=\w)[-./:@_+]+(?=\w)")
+_WORD = re.compile(r"\w+")
 _SAFE_NAME = re.compile(r"\A[^\x00-\x1f\x7f]{1,200}\Z")
 
 _LIST_COLUMNS = (
@@ -60,6 +89,11 @@ _LIST_COLUMNS = (
     "transports",
     "price_models",
     "owner_id",
+    "calls_30d",
+    "buyers",
+    "uptime",
+    "rating_avg",
+    "rating_count",
 )
 
 
@@ -112,6 +146,110 @@ def _order(qs: QuerySet[Listing], ordering: str) -> QuerySet[Listing]:
     return qs.order_by("name")
 
 
+def _buyable() -> Q:
+    """Someone sells it here: an owner and at least one plan (billing keeps `price_models`)."""
+    return Q(owner__isnull=False) & ~Q(price_models__in=["", ","])
+
+
+def _buyable_flag() -> Case:
+    return Case(When(_buyable(), then=Value(1.0)), default=Value(0.0), output_field=FloatField())
+
+
+def _popularity_score() -> Ln:
+    """Real use as a bounded bonus: ln(1 + calls in 30 days + buyers) over ln(1,000,001), so a
+    million calls and buyers is 1.0. The figures are written off the hot path
+    (`marketplace.services.listing_stats_set`), so ranking reads two columns."""
+    return Ln(Cast(F("calls_30d") + F("buyers") + Value(1), FloatField()))
+
+
+def _recent_first() -> list[Any]:
+    # The order of the `listing_updated` index, so picking candidates walks it and stops early.
+    return [F("upstream_updated_at").desc(nulls_last=True)]
+
+
+def _ranked_full_text(
+    base: QuerySet[Listing], ts_query: SearchQuery, *, many: bool
+) -> QuerySet[Listing]:
+    """Matches ranked by text relevance, buyability and use, over a bounded candidate set.
+
+    Ranking every match of a common word ("server" is in 80% of the catalogue) reads the whole
+    table (~50 ms at 50,000 listings). Only the best SEARCH_CANDIDATES are reachable anyway
+    (the count is capped the same way), so when there are more matches (`many`) we rank the
+    union of every buyable match (few, and the ones people can use here) and the newest
+    SEARCH_WINDOW matches (a maintained server beats an abandoned one; walking the
+    `listing_updated` index stops after them). An old mirror entry can fall out of a common
+    word's results; a second word brings it back.
+    """
+    matches = base.filter(search_vector=ts_query)
+    if many:
+        newest = matches.order_by(*_recent_first()).values("pk")[:SEARCH_WINDOW]
+        buyable = matches.filter(_buyable()).order_by().values("pk")[:SEARCH_WINDOW]
+        # Read as a list: as a subquery the planner hash-joins it against the whole table.
+        ids = list(newest.union(buyable).values_list("pk", flat=True))
+        # One array parameter, not a thousand placeholders.
+        matches = base.filter(
+            RawSQL('"marketplace_listing"."id" = ANY(%s)', (ids,), output_field=BooleanField())
+        )
+    score = (
+        SearchRank(F("search_vector"), ts_query)
+        + _buyable_flag() * Value(BUYABLE_BOOST)
+        + _popularity_score() * Value(POPULARITY_WEIGHT / math.log(1_000_001))
+    )
+    return matches.annotate(rank=ExpressionWrapper(score, output_field=FloatField())).order_by(
+        "-rank", "name"
+    )
+
+
+def _name_contains(base: QuerySet[Listing], query: str) -> QuerySet[Listing]:
+    """Names containing the query (0004's trigram index on UPPER(name)), prefixes first."""
+    prefix_first = Case(
+        When(name__istartswith=query, then=Value(0)), default=Value(1), output_field=IntegerField()
+    )
+    return (
+        base.filter(name__icontains=query).annotate(prefix=prefix_first).order_by("prefix", "name")
+    )
+
+
+def _corrected_query(query: str) -> str | None:
+    """The query with each word replaced by the closest word of the catalogue, or None if no
+    word changed.
+
+    One query over `marketplace_search_word` (migration 0006: every lexeme of the listings,
+    trigram-indexed): "githb" -> "github". Among equally close words the more common wins.
+    """
+    words = _WORD.findall(_INNER_PUNCT.sub(" ", query.lower()))[:MAX_CORRECTED_WORDS]
+    if not words:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('marketplace_search_word') IS NOT NULL")
+        row = cursor.fetchone()
+        if not row or not row[0]:
+            return None  # pg_trgm was unavailable when migrating
+        cursor.execute(
+            "SELECT w.q, (SELECT s.word FROM marketplace_search_word s WHERE s.word %% w.q "
+            "ORDER BY similarity(s.word, w.q) DESC, s.ndoc DESC, s.word LIMIT 1) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS w(q, n) ORDER BY w.n",
+            [words],
+        )
+        corrected = [best or word for word, best in cursor.fetchall()]
+    return " ".join(corrected) if corrected != words else None
+
+
+def _full_text(
+    base: QuerySet[Listing], text: str, *, ordering: str | None
+) -> QuerySet[Listing] | None:
+    """Full-text matches of `text`, ranked or in `ordering`; None if nothing matches."""
+    ts_query = _full_text_query(text)
+    matches = base.filter(search_vector=ts_query)
+    # How many match, up to one past the candidate bound (the GIN index stops there).
+    found = matches[: SEARCH_CANDIDATES + 1].count()
+    if not found:
+        return None
+    if ordering and ordering != "relevance":
+        return _order(matches, ordering)
+    return _ranked_full_text(base, ts_query, many=found > SEARCH_CANDIDATES)
+
+
 def listing_search(
     *,
     q: str | None = None,
@@ -124,8 +262,9 @@ def listing_search(
 ) -> QuerySet[Listing]:
     """Listings matching a search, filtered and ordered; lazy, so the caller paginates it.
 
-    On PostgreSQL this runs at most one query itself (does the full-text search match anything?
-    if not, match the name by prefix/substring instead), so count + page make three in all.
+    On PostgreSQL this runs one or two queries itself (how many match, capped; for a common
+    word the candidate ids), so count + page make three or four. When no word matches: names
+    containing the query, else the query with its words corrected (`_corrected_query`).
     """
     query = normalise_query(q)
     base = _apply_filters(
@@ -140,26 +279,32 @@ def listing_search(
         return _order(base, ordering if ordering and ordering != "relevance" else "name")
 
     if connection.vendor == "postgresql":
-        ts_query = _full_text_query(query)
-        matches = base.filter(search_vector=ts_query)
-        if matches.exists():
-            if ordering and ordering != "relevance":
-                return _order(matches, ordering)
-            ranked = matches.annotate(rank=SearchRank(F("search_vector"), ts_query))
-            return ranked.order_by("-rank", "name")
-        # Nothing in the index: people paste names ("io.github.user/weather", "weath").
-        fallback = base.filter(name__icontains=query)
-    else:
-        # SQLite (the demo): no full-text index, a plain scan is fine at demo sizes.
-        fallback = base.filter(
-            Q(name__icontains=query) | Q(title__icontains=query) | Q(description__icontains=query)
-        )
+        found = _full_text(base, query, ordering=ordering)
+        if found is not None:
+            return found
+        # Nothing in the index: people paste names ("io.github.user/weather", "weath"), and
+        # they mistype words ("githb").
+        by_name = _name_contains(base, query)
+        if not by_name.exists():
+            corrected = _corrected_query(query)
+            found = _full_text(base, corrected, ordering=ordering) if corrected else None
+            if found is not None:
+                return found
+        if ordering and ordering != "relevance":
+            return _order(by_name, ordering)
+        return by_name
+    # SQLite (the demo): no full-text index, a plain scan is fine at demo sizes; buyable first.
+    fallback = base.filter(
+        Q(name__icontains=query) | Q(title__icontains=query) | Q(description__icontains=query)
+    )
     if ordering and ordering != "relevance":
         return _order(fallback, ordering)
     prefix_first = Case(
         When(name__istartswith=query, then=Value(0)), default=Value(1), output_field=IntegerField()
     )
-    return fallback.annotate(prefix=prefix_first).order_by("prefix", "name")
+    return fallback.annotate(prefix=prefix_first, buyable=_buyable_flag()).order_by(
+        "-buyable", "prefix", "name"
+    )
 
 
 def listing_get(*, name: str) -> Listing | None:

@@ -18,6 +18,7 @@ from billing.services.notices import payouts_attention_notify
 from common.exceptions import ApplicationError, NotFoundError
 from common.text import clean_text
 from marketplace.models import Listing, ListingSource
+from marketplace.services import listings_search_vector_update
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -91,7 +92,8 @@ def listing_publish_for_creator(
     """A listing that is not in the registry yet, under the creator's own namespace.
 
     The marketplace model is written directly (marketplace has no create service for creator
-    listings); the catalogue refresh only touches registry-sourced rows.
+    listings); the catalogue refresh only touches registry-sourced rows, so the search vector
+    is computed here (without it full-text search never finds the listing).
     """
     slug = slugify(slug).lower()
     if not _SLUG_RE.match(slug):
@@ -109,6 +111,7 @@ def listing_publish_for_creator(
     )
     listing.full_clean()
     listing.save()
+    listings_search_vector_update(names=[listing.name])
     logger.info("billing.creator_listing_published", extra={"listing_id": listing.pk})
     return listing
 

@@ -137,17 +137,29 @@ def test_explicit_ordering_overrides_relevance():
     ]
 
 
-def test_search_is_three_queries_at_most(django_assert_max_num_queries):
+def test_search_is_a_constant_number_of_queries(django_assert_max_num_queries, monkeypatch):
+    from marketplace import selectors
+
     ListingFactory.create_batch(30, description="weather station")
 
     with django_assert_max_num_queries(3):
         qs = listing_search(q="weather")
         assert qs.count() == 30
         assert len(list(qs[:20])) == 20
-    with django_assert_max_num_queries(3):
-        qs = listing_search(q="io.github.maker")  # fallback path
+    with django_assert_max_num_queries(4):
+        qs = listing_search(q="io.github.maker")  # name fallback: + does any name contain it?
         qs.count()
         list(qs[:20])
+    with django_assert_max_num_queries(7):
+        qs = listing_search(q="wether")  # typo: + the word list (2) + the corrected search
+        qs.count()
+        list(qs[:20])
+    monkeypatch.setattr(selectors, "SEARCH_CANDIDATES", 10)
+    monkeypatch.setattr(selectors, "SEARCH_WINDOW", 10)
+    with django_assert_max_num_queries(4):
+        qs = listing_search(q="weather")  # a common word: + the candidate ids
+        qs.count()
+        assert len(list(qs[:20])) == 10
 
 
 def test_names_with_buyers_are_owned_and_priced():
@@ -162,3 +174,114 @@ def test_names_with_buyers_are_owned_and_priced():
 
     assert result == {"io.github.a/paid"}
     assert listing_names_with_buyers(names=[]) == set()
+
+
+# --- ranking, typo tolerance, bounded candidates (issue 14) ----------------------------------
+
+
+def test_hosted_listing_ranks_above_a_mirror_sample_that_mentions_the_word():
+    """The demo's shape: the registry's C# sample says "weather" in its description, the
+    creator's hosted Demo Weather has it in the title and is buyable."""
+    from billing.services.creators import creator_become, listing_publish_for_creator
+
+    ListingFactory(
+        name="com.joelverhagen.mcp/Knapcode.SampleMcpServer",
+        description="A sample MCP server using the MCP C# SDK. Generates random numbers and "
+        "random weather.",
+    )
+    creator = creator_become(user=UserFactory(), handle="ada", display_name="Ada's Tools")
+    hosted = listing_publish_for_creator(
+        creator=creator,
+        slug="demo-weather",
+        title="Demo Weather",
+        description="Tomorrow's forecast for any city. A demo MCP server hosted through the "
+        "Toolbooth gateway: free tier, lifetime license, subscription or pay per call.",
+    )
+    hosted.price_models = ",free,subscription,"
+    hosted.save(update_fields=["price_models"])
+
+    assert names(listing_search(q="weather")) == [
+        "dev.toolbooth.ada/demo-weather",
+        "com.joelverhagen.mcp/Knapcode.SampleMcpServer",
+    ]
+
+
+def test_buyable_lifts_a_title_match_but_not_a_description_only_match_over_a_name_match():
+    owner = UserFactory()
+    ListingFactory(name="io.github.a/weather", description="Forecasts")
+    ListingFactory(
+        name="dev.toolbooth.b/sky", title="Weather", owner=owner, price_models=",per_call,"
+    )
+    ListingFactory(
+        name="dev.toolbooth.c/rain",
+        description="Rain and weather",
+        owner=owner,
+        price_models=",free,",
+    )
+
+    assert names(listing_search(q="weather")) == [
+        "dev.toolbooth.b/sky",
+        "io.github.a/weather",
+        "dev.toolbooth.c/rain",
+    ]
+
+
+def test_real_use_breaks_ties_between_equal_matches():
+    ListingFactory(name="io.github.a/notes-one", title="Notes")
+    ListingFactory(name="io.github.b/notes-two", title="Notes", calls_30d=5000, buyers=40)
+
+    assert names(listing_search(q="notes"))[0] == "io.github.b/notes-two"
+
+
+def test_a_typo_finds_the_closest_catalogue_word():
+    from marketplace.services import search_words_refresh
+
+    ListingFactory(name="io.github.github/github-mcp-server", title="GitHub")
+    ListingFactory(name="io.github.acme/gitlab-tools", title="GitLab")
+    ListingFactory(name="com.example/weather", description="Forecasts")
+    search_words_refresh()
+
+    result = names(listing_search(q="githb"))
+
+    assert result[0] == "io.github.github/github-mcp-server"
+    assert "com.example/weather" not in result
+    assert names(listing_search(q="githb issuez")) == []  # no catalogue word near "issuez"
+    assert names(listing_search(q="zzqxv")) == []
+
+
+def test_a_name_fragment_wins_over_a_typo_correction():
+    from marketplace.services import search_words_refresh
+
+    ListingFactory(name="ai.smithery/bravest", description="Courage")
+    ListingFactory(name="io.github.x/brave", description="Browser")
+    search_words_refresh()
+
+    assert names(listing_search(q="ai.smith")) == ["ai.smithery/bravest"]
+
+
+def test_a_common_word_ranks_the_newest_matches_and_every_buyable_one(monkeypatch):
+    """Past SEARCH_CANDIDATES matches only a bounded window is ranked (the newest, plus every
+    buyable listing however old), and the count is capped like the paginator's."""
+    from marketplace import selectors
+
+    monkeypatch.setattr(selectors, "SEARCH_CANDIDATES", 3)
+    monkeypatch.setattr(selectors, "SEARCH_WINDOW", 3)
+    old_buyable = ListingFactory(
+        name="dev.toolbooth.a/old-server",
+        title="Server",
+        owner=UserFactory(),
+        price_models=",free,",
+        upstream_updated_at=BASE_TIME - timedelta(days=900),
+    )
+    for n in range(6):
+        ListingFactory(
+            name=f"io.github.m{n}/server-{n}",
+            description="A server",
+            upstream_updated_at=BASE_TIME + timedelta(days=n),
+        )
+
+    result = names(listing_search(q="server"))
+
+    assert result[0] == old_buyable.name
+    # Equal text matches: the three newest are ranked (then by name), the older ones left out.
+    assert result[1:] == ["io.github.m3/server-3", "io.github.m4/server-4", "io.github.m5/server-5"]
