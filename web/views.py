@@ -38,6 +38,7 @@ from marketplace.selectors import listing_get
 from web import reports
 from web.charts import bar_chart
 from web.clients import client_snippets
+from web.creators import creator_handle_for_owner
 from web.formatting import money_format
 from web.forms import (
     BecomeCreatorForm,
@@ -90,6 +91,7 @@ def listing_page(request: HttpRequest, name: str) -> HttpResponse:
         "buyable": listing.status in ("active", "deprecated"),
         "owned": request.user.is_authenticated and listing.owner_id == request.user.pk,
         **reviews_context(user=request.user, listing=listing),  # type: ignore[arg-type]
+        "creator_handle": creator_handle_for_owner(user_id=listing.owner_id),
     }
     return render(request, "web/listing.html", context)
 
