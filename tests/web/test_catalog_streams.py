@@ -74,7 +74,8 @@ def test_streams_per_address_are_limited_and_each_ends_in_time(site: str):
     opened = time.monotonic()
     first, head1 = open_stream("127.0.0.2")
     second, head2 = open_stream("127.0.0.2")
-    assert head1.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head1
+    assert head1.startswith(b"HTTP/1.1 200")
+    assert b"text/event-stream" in head1
     assert head2.startswith(b"HTTP/1.1 200")
 
     third, head3 = open_stream("127.0.0.2")
