@@ -4,6 +4,8 @@ They call the same selectors as the API. Registry text is rendered with autoesca
 marked safe; links are only made from http(s) URLs.
 """
 
+from typing import Any
+
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
@@ -18,7 +20,14 @@ SEARCH_PAGE_SIZE = 20
 
 @require_safe
 @vary_on_headers("HX-Request")
-def listing_search_page(request: HttpRequest) -> HttpResponse:
+def listing_search_page(
+    request: HttpRequest,
+    *,
+    template: str = "marketplace/search.html",
+    extra: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """The search page. A higher layer may render it in its own template with more context
+    (web's home page puts hosted servers above the mirror)."""
     form = ListingSearchForm(request.GET)
     filters = form.filters()
     listings = listing_search(**filters)
@@ -30,12 +39,13 @@ def listing_search_page(request: HttpRequest) -> HttpResponse:
         "page": page,
         "query": filters.get("q", ""),
         "has_filters": bool(filters),
+        **(extra or {}),
     }
     # htmx (search as you type) swaps only the results; without JavaScript the form submits
     # and the whole page renders, with the same URL either way.
     if request.headers.get("HX-Request") == "true":
         return render(request, "marketplace/_results.html", context)
-    return render(request, "marketplace/search.html", context)
+    return render(request, template, context)
 
 
 @require_safe

@@ -3,11 +3,12 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 
 from django.urls import path
 
-from web import creators, onboarding, review_pages, subscriptions, tokens, views
+from web import creators, home, onboarding, review_pages, subscriptions, tokens, views
 
 app_name = "ui"
 
 urlpatterns = [
+    path("", home.home_page, name="home"),
     path("creators/<slug:handle>", creators.creator_profile_page, name="creator-profile"),
     path("reviews/write/<path:name>", review_pages.review_write, name="review-write"),
     path("reviews/<int:review_id>/reply", review_pages.review_reply, name="review-reply"),

@@ -1,0 +1,67 @@
+"""The home page: the search box, then the servers Toolbooth hosts (featured, popular, new),
+then the full mirror of the Official MCP Registry as the search page lists it.
+
+Without a query the mirror alone opened on whatever sorted first (often test servers); hosted
+servers are the ones people can buy and call through the gateway, so they come first. With a
+query, filters or a page number it is the plain search page. Three small indexed queries on top
+of the search page's own, reading the popularity columns `web.stats` maintains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_safe
+from django.views.decorators.vary import vary_on_headers
+
+from marketplace.models import Listing, ListingStatus
+from marketplace.views import listing_search_page
+
+HOME_SECTION_SIZE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class HomeSections:
+    featured: list[Listing]
+    popular: list[Listing]
+    new: list[Listing]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.featured or self.popular or self.new)
+
+
+def _hosted() -> QuerySet[Listing]:
+    """Listings we host and serve now, with at least one plan on sale."""
+    return Listing.objects.filter(
+        status=ListingStatus.ACTIVE, hosted_upstream__enabled=True, price_models__gt=""
+    ).defer("search_vector")
+
+
+def home_sections_get(*, size: int = HOME_SECTION_SIZE) -> HomeSections:
+    """Featured: the best rated by verified buyers (then most bought); popular: the most calls in
+    30 days; new: the newest on Toolbooth. A listing appears in one section only."""
+    featured = list(
+        _hosted()
+        .filter(rating_count__gt=0)
+        .order_by("-rating_avg", "-rating_count", "-buyers", "name")[:size]
+    )
+    seen = [listing.pk for listing in featured]
+    popular = list(
+        _hosted().exclude(pk__in=seen).filter(calls_30d__gt=0).order_by("-calls_30d", "name")[:size]
+    )
+    seen += [listing.pk for listing in popular]
+    new = list(_hosted().exclude(pk__in=seen).order_by("-created_at", "name")[:size])
+    return HomeSections(featured=featured, popular=popular, new=new)
+
+
+@require_safe
+@vary_on_headers("HX-Request")
+def home_page(request: HttpRequest) -> HttpResponse:
+    if request.GET or request.headers.get("HX-Request") == "true":
+        return listing_search_page(request)
+    return listing_search_page(
+        request, template="web/home.html", extra={"sections": home_sections_get()}
+    )
