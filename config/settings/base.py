@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django.contrib.sitemaps",  # templates of the sitemap views (web/seo.py)
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
