@@ -157,3 +157,41 @@ def tool_price_refusal(
         "call; on this plan a tool can only be free or excluded "
         f"(priced: {', '.join(priced[:5])})."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StartingPrice:
+    """A listing's cheapest way in, for "from $x" in search results."""
+
+    kind: str  # the cheapest paid plan's kind ("" if the listing has only free plans)
+    amount: int  # its headline amount in minor units (0 if only free plans)
+    currency: str
+    has_free_plan: bool
+
+
+def plan_headline_amount(*, kind: str, unit_amount: int, per_call_amount: int) -> int:
+    """The one number a plan is advertised by: the license or monthly price, or the per-call
+    price for pay per call (what `plan_price_summary` leads with). 0 for a free plan."""
+    if kind == "per_call":
+        return per_call_amount
+    if kind in ("one_time", "subscription"):
+        return unit_amount
+    return 0
+
+
+def starting_price(plans: list[tuple[str, str, int, int]]) -> StartingPrice | None:
+    """From (kind, currency, unit_amount, per_call_amount) of a listing's active plans at their
+    newest price: the cheapest paid headline, and whether a free plan exists. None without plans.
+    """
+    if not plans:
+        return None
+    has_free = any(kind == "free" for kind, _, _, _ in plans)
+    paid = [
+        (plan_headline_amount(kind=kind, unit_amount=unit, per_call_amount=per_call), kind, cur)
+        for kind, cur, unit, per_call in plans
+        if kind != "free"
+    ]
+    if not paid:
+        return StartingPrice(kind="", amount=0, currency=plans[0][1], has_free_plan=True)
+    amount, kind, currency = min(paid)
+    return StartingPrice(kind=kind, amount=amount, currency=currency, has_free_plan=has_free)

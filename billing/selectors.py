@@ -30,7 +30,7 @@ from billing.models import (
     Sale,
     SaleKind,
 )
-from billing.pricing import plan_terms
+from billing.pricing import StartingPrice, plan_terms, starting_price
 from common.exceptions import NotFoundError
 
 if TYPE_CHECKING:
@@ -156,6 +156,35 @@ def plan_price_latest(*, plan: Plan) -> PlanPrice:
     if price is None:
         raise NotFoundError("This plan has no price.")
     return price
+
+
+def listing_starting_prices(*, listing_ids: list[int]) -> dict[int, StartingPrice]:
+    """Each listing's cheapest active plan at its newest price version (what a new buyer pays,
+    as `plan_price_latest`), and whether it has a free plan; one query for any number (price
+    versions are few per plan; the newest of each is kept here, as SQLite has no DISTINCT ON)."""
+    if not listing_ids:
+        return {}
+    rows = (
+        PlanPrice.objects.filter(plan__listing_id__in=listing_ids, plan__active=True)
+        .order_by("plan_id", "-version")
+        .values_list(
+            "plan_id",
+            "plan__listing_id",
+            "plan__kind",
+            "plan__currency",
+            "unit_amount",
+            "per_call_amount",
+        )
+    )
+    seen: set[int] = set()
+    by_listing: dict[int, list[tuple[str, str, int, int]]] = {}
+    for plan_id, listing_id, kind, currency, unit_amount, per_call_amount in rows:
+        if plan_id in seen:
+            continue  # an older price version
+        seen.add(plan_id)
+        by_listing.setdefault(listing_id, []).append((kind, currency, unit_amount, per_call_amount))
+    prices = {listing_id: starting_price(plans) for listing_id, plans in by_listing.items()}
+    return {listing_id: price for listing_id, price in prices.items() if price is not None}
 
 
 def plans_for_listing(*, listing_id: int, active_only: bool = True) -> QuerySet[Plan]:

@@ -4,6 +4,7 @@ Everything returned is plain JSON text that was cleaned when stored or is cleane
 must still treat it as untrusted (never render it as HTML).
 """
 
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
@@ -20,11 +21,14 @@ from marketplace.models import Listing, ListingStatus
 from marketplace.pagination import SEARCH_COUNT_CAP, ListingSearchPagination
 from marketplace.selectors import (
     MAX_QUERY_LENGTH,
+    NO_OFFER,
     ORDERING_CHOICES,
     PRICE_MODEL_CHOICES,
     STATUS_ANY,
     TRANSPORT_CHOICES,
+    ListingOfferSummary,
     listing_detail_get,
+    listing_offer_summaries,
     listing_search,
     normalise_query,
 )
@@ -41,6 +45,22 @@ class FacetListField(serializers.Field[str, str, list[str], Any]):
 class ErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField()
     extra = serializers.DictField()
+
+
+class OfferSerializer(serializers.Serializer[Any]):
+    hosted = serializers.BooleanField()
+    free_plan = serializers.BooleanField()
+    price_from = serializers.CharField()
+    price_from_amount = serializers.IntegerField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class PopularitySerializer(serializers.Serializer[Any]):
+    calls_30d = serializers.IntegerField()
+    buyers = serializers.IntegerField()
+    uptime = serializers.FloatField(allow_null=True)
+    rating_avg = serializers.FloatField(allow_null=True)
+    rating_count = serializers.IntegerField()
 
 
 class ListingOutputSerializer(serializers.Serializer[Any]):
@@ -65,6 +85,31 @@ class ListingOutputSerializer(serializers.Serializer[Any]):
     price_models = FacetListField()
     api_url = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
+    offer = serializers.SerializerMethodField(
+        help_text="Buying it here: `hosted` (callable through our gateway), `free_plan`, "
+        '`price_from` (the cheapest paid plan, e.g. "from $5.00 per month"; "Free" with only '
+        "free plans; empty without plans), `price_from_amount` (minor units) and `currency`."
+    )
+    popularity = serializers.SerializerMethodField(
+        help_text="Real use, recomputed hourly: successful calls in 30 days, buyers, uptime "
+        "(share of calls answered in 24 h, null if not hosted or unused), rating (1-5, verified "
+        "buyers) and how many ratings."
+    )
+
+    @extend_schema_field(OfferSerializer)
+    def get_offer(self, listing: Listing) -> dict[str, Any]:
+        offers: dict[int, ListingOfferSummary] = self.context.get("offers", {})
+        return asdict(offers.get(listing.pk, NO_OFFER))
+
+    @extend_schema_field(PopularitySerializer)
+    def get_popularity(self, listing: Listing) -> dict[str, Any]:
+        return {
+            "calls_30d": listing.calls_30d,
+            "buyers": listing.buyers,
+            "uptime": listing.uptime,
+            "rating_avg": listing.rating_avg,
+            "rating_count": listing.rating_count,
+        }
 
     def get_api_url(self, listing: Listing) -> str:
         return f"/api/v1/listings/{quote(listing.name, safe='/')}"
@@ -142,7 +187,9 @@ class ListingListApi(APIView):
         listings = listing_search(**data)
         paginator = ListingSearchPagination(query=normalise_query(data.get("q")))
         page = paginator.paginate_queryset(listings, request, view=self)
-        serializer = ListingOutputSerializer(page, many=True)
+        results = list(page or [])
+        offers = listing_offer_summaries(listing_ids=[listing.pk for listing in results])
+        serializer = ListingOutputSerializer(results, many=True, context={"offers": offers})
         return paginator.get_paginated_response(serializer.data)
 
 
@@ -199,7 +246,8 @@ class ListingDetailApi(APIView):
             raise NotFoundError("No listing with this name.")
         # The schema is ListingDetailOutputSerializer; the parts are serialised separately
         # because the listing is a model and the rest comes from the mirror's JSON.
-        data = dict(ListingOutputSerializer(detail.listing).data)
+        offers = listing_offer_summaries(listing_ids=[detail.listing.pk])
+        data = dict(ListingOutputSerializer(detail.listing, context={"offers": offers}).data)
         data["versions"] = VersionOutputSerializer(detail.versions, many=True).data
         data["versions_truncated"] = detail.versions_truncated
         data["remotes"] = RemoteOutputSerializer(detail.remotes, many=True).data

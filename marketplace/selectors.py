@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
 from django.db.models import (
@@ -26,6 +27,7 @@ from django.db.models import (
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Ln
+from django.utils.module_loading import import_string
 
 from common.text import clean_text
 from marketplace.models import Listing, ListingStatus
@@ -305,6 +307,33 @@ def listing_search(
     return fallback.annotate(prefix=prefix_first, buyable=_buyable_flag()).order_by(
         "-buyable", "prefix", "name"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ListingOfferSummary:
+    """What a search result says about buying a listing. Filled by the provider in
+    settings.MARKETPLACE_OFFER_SUMMARY_PROVIDER (`web.selectors.listing_offer_summaries`: the
+    gateway's hosting flag and billing's plans and prices), as marketplace imports neither."""
+
+    hosted: bool = False
+    free_plan: bool = False
+    # "from $5.00 per month" (the cheapest paid plan, billing.pricing.starting_price), "Free"
+    # with only free plans, "" with no plans.
+    price_from: str = ""
+    price_from_amount: int | None = None  # minor units of `currency`
+    currency: str = ""
+
+
+NO_OFFER = ListingOfferSummary()
+
+
+def listing_offer_summaries(*, listing_ids: list[int]) -> dict[int, ListingOfferSummary]:
+    """Offer summaries of a page of results (a constant number of queries, in the provider)."""
+    path = settings.MARKETPLACE_OFFER_SUMMARY_PROVIDER
+    if not path or not listing_ids:
+        return {}
+    provider = import_string(path)
+    return dict(provider(listing_ids=list(listing_ids)))
 
 
 def listing_get(*, name: str) -> Listing | None:

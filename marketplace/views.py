@@ -4,6 +4,7 @@ They call the same selectors as the API. Registry text is rendered with autoesca
 marked safe; links are only made from http(s) URLs.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -12,10 +13,27 @@ from django.views.decorators.http import require_safe
 from django.views.decorators.vary import vary_on_headers
 
 from marketplace.forms import ListingSearchForm
+from marketplace.models import Listing
 from marketplace.pagination import paginator_class_for
-from marketplace.selectors import listing_detail_get, listing_search, normalise_query
+from marketplace.selectors import (
+    NO_OFFER,
+    ListingOfferSummary,
+    listing_detail_get,
+    listing_offer_summaries,
+    listing_search,
+    normalise_query,
+)
 
 SEARCH_PAGE_SIZE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A result with what buying it here means (hosted, "from $x"), computed by the selectors:
+    the template only prints it."""
+
+    listing: Listing
+    offer: ListingOfferSummary
 
 
 @require_safe
@@ -34,9 +52,14 @@ def listing_search_page(
     paginator_class = paginator_class_for(query=normalise_query(filters.get("q")))
     paginator = paginator_class(listings, SEARCH_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
+    offers = listing_offer_summaries(listing_ids=[listing.pk for listing in page.object_list])
     context = {
         "form": form,
         "page": page,
+        "results": [
+            SearchResult(listing=listing, offer=offers.get(listing.pk, NO_OFFER))
+            for listing in page.object_list
+        ],
         "query": filters.get("q", ""),
         "has_filters": bool(filters),
         **(extra or {}),

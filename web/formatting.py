@@ -7,7 +7,7 @@ headings or GFM autolinks to an agent's context. Only URLs we build ourselves be
 
 import re
 
-from billing.pricing import ToolAdvert
+from billing.pricing import StartingPrice, ToolAdvert
 from common.money import money_format
 from common.text import clean_text
 
@@ -59,6 +59,15 @@ def plan_price_summary(
         elif hard_cap or kind in ("free", "one_time"):
             parts.append("no calls past that until the next month")
     return ", ".join(parts)
+
+
+def starting_price_text(price: StartingPrice) -> str:
+    """ "from $5.00 per month" for search results (the cheapest paid plan's headline), or
+    "Free" when every plan is free."""
+    if not price.kind:
+        return "Free"
+    unit = {"one_time": "once", "subscription": "per month", "per_call": "per call"}[price.kind]
+    return f"from {money_format(amount=price.amount, currency=price.currency)} {unit}"
 
 
 def tool_plan_price_text(*, advert: ToolAdvert | None, kind: str) -> str:

@@ -18,7 +18,12 @@ from django.urls import NoReverseMatch, reverse
 
 from billing.entitlements import Entitlement
 from billing.pricing import advertised_price
-from billing.selectors import plan_entitlement_terms, plan_price_latest, plans_for_listing
+from billing.selectors import (
+    listing_starting_prices,
+    plan_entitlement_terms,
+    plan_price_latest,
+    plans_for_listing,
+)
 from common.exceptions import NotFoundError
 from gateway.models import HostedUpstream
 from marketplace.models import Listing
@@ -26,12 +31,14 @@ from marketplace.selectors import (
     PRICE_MODEL_CHOICES,
     TRANSPORT_CHOICES,
     ListingDetail,
+    ListingOfferSummary,
     listing_detail_get,
     listing_search,
 )
 from web.formatting import (
     PLAN_KIND_LABELS,
     plan_price_summary,
+    starting_price_text,
     tool_plan_price_text,
 )
 
@@ -184,6 +191,25 @@ def hosted_listing_ids(*, listing_ids: list[int]) -> set[int]:
             "listing_id", flat=True
         )
     )
+
+
+def listing_offer_summaries(*, listing_ids: list[int]) -> dict[int, ListingOfferSummary]:
+    """Search results' offer facts (settings.MARKETPLACE_OFFER_SUMMARY_PROVIDER): hosted here,
+    a free plan, and "from $x" from the same plans and newest prices the listing page shows
+    (billing.selectors.listing_starting_prices). Two queries for a page of results."""
+    hosted = hosted_listing_ids(listing_ids=listing_ids)
+    prices = listing_starting_prices(listing_ids=listing_ids)
+    summaries = {}
+    for listing_id in listing_ids:
+        price = prices.get(listing_id)
+        summaries[listing_id] = ListingOfferSummary(
+            hosted=listing_id in hosted,
+            free_plan=price is not None and price.has_free_plan,
+            price_from=starting_price_text(price) if price is not None else "",
+            price_from_amount=price.amount if price is not None and price.kind else None,
+            currency=price.currency if price is not None else "",
+        )
+    return summaries
 
 
 def _plan_offer(plan: Plan) -> PlanOffer:

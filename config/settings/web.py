@@ -18,3 +18,7 @@ if STRIPE_API_BASE:
 # process (429 past it; the address as common.clientaddr reads it). 0 = no limit.
 CATALOG_STREAM_MAX_SECONDS = max(env_float("CATALOG_STREAM_MAX_SECONDS", 300.0), 0.0)
 CATALOG_STREAMS_PER_ADDRESS = max(env_int("CATALOG_STREAMS_PER_ADDRESS", 4), 0)
+
+# Search results' "from $x", hosted and free-plan badges: marketplace asks this function (it
+# imports neither billing nor the gateway). Empty: results show no offer.
+MARKETPLACE_OFFER_SUMMARY_PROVIDER = "web.selectors.listing_offer_summaries"
