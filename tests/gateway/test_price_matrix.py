@@ -148,7 +148,9 @@ def _words(meta: dict | None, label: str) -> str:
     return "included" if label == "one_time" else "free"
 
 
-def test_tools_list_receipts_ledger_page_and_stripe_agree(gateway, settings):
+def test_tools_list_receipts_ledger_page_and_stripe_agree(gateway, settings, redis_client):
+    """`redis_client` empties the test Redis first: license ids start again at 1 in a new test
+    database, and a quota counter an earlier session left under the same id would count."""
     settings.STRIPE_SECRET_KEY = "sk_test_matrix"
     with FakeStripeServer(webhook_url=None) as fake:
         settings.STRIPE_API_BASE = fake.base_url
@@ -189,6 +191,7 @@ def _matrix(gateway: str, fake: FakeStripeServer) -> None:
                 assert r.status_code == 429, (label, tool)
                 assert r.json()["error"]["code"] == -32030
                 continue
+            assert "result" in r.json(), (label, tool, r.status_code, r.text)
             receipt = r.json()["result"]["_meta"][RECEIPT_KEY]
             expected = 0 if within else meta["unit_amount"]
             assert receipt["amount"] == expected, (label, tool, billed)
