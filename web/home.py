@@ -20,6 +20,7 @@ from marketplace.models import Listing, ListingStatus
 from marketplace.views import listing_search_page
 
 HOME_SECTION_SIZE = 6
+HOSTED_SECTIONS_CLEARED = b'\n<div id="home-hosted" hx-swap-oob="true"></div>\n'
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,14 @@ def home_sections_get(*, size: int = HOME_SECTION_SIZE) -> HomeSections:
 @require_safe
 @vary_on_headers("HX-Request")
 def home_page(request: HttpRequest) -> HttpResponse:
-    if request.GET or request.headers.get("HX-Request") == "true":
+    if request.headers.get("HX-Request") == "true":
+        # Search as you type swaps only the results; an out-of-band empty #home-hosted takes
+        # the hosted sections away too, so a result is never shown twice on the page.
+        response = listing_search_page(request)
+        if response.status_code == 200:
+            response.content += HOSTED_SECTIONS_CLEARED
+        return response
+    if request.GET:
         return listing_search_page(request)
     return listing_search_page(
         request, template="web/home.html", extra={"sections": home_sections_get()}

@@ -64,3 +64,4 @@ def test_a_query_or_htmx_gets_the_plain_search() -> None:
     partial = Client().get("/", headers={"HX-Request": "true"}).content.decode()
     assert 'id="popular"' not in partial
     assert partial.lstrip().startswith('<section id="results"')
+    assert partial.rstrip().endswith('<div id="home-hosted" hx-swap-oob="true"></div>')
