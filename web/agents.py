@@ -132,6 +132,19 @@ plans, prices and per-tool prices.
 `search_listings`, `get_listing` and `how_to_buy`, so an agent can shop from inside its client.
 - [API reference]({docs}): OpenAPI schema and docs.
 
+Results come best first: a match in the name or title outranks one in the description, and \
+servers you can buy here (hosted) and servers people use rank above plain registry entries. A \
+mistyped word is corrected to the closest word in the catalogue ("githb" finds GitHub \
+servers). Counts stop at 1,000: refine the query to reach more. Each result says what buying \
+it means (API: `offer` and `popularity` objects; `search_listings`: the same fields flat):
+
+- `hosted`: callable through Toolbooth's gateway with a key (else only listed, from the registry).
+- `free_plan`: has a free plan.
+- `price_from`: the cheapest paid plan at its current price, e.g. "from $5.00 per month" or \
+"from $0.03 per call"; "Free" when every plan is free; empty when nothing is sold here. \
+`price_from_amount` is that amount in minor units of `currency`.
+- `calls_30d`, `buyers`, `uptime`, `rating_avg`, `rating_count`: see "Popularity and ratings".
+
 ## Get a key
 
 {sign_in_step}

@@ -96,6 +96,20 @@ class ListingSummary(BaseModel):
     price_models: list[str] = Field(description="free, one_time, subscription, per_call")
     hosted: bool = Field(description="callable through Toolbooth's metered gateway")
     gateway_url: str | None = Field(description="MCP endpoint to call with a key, when hosted")
+    free_plan: bool = Field(description="has a free plan")
+    price_from: str = Field(
+        description='cheapest paid plan, e.g. "from $5.00 per month"; "Free" when every plan is '
+        "free; empty when nothing is sold here"
+    )
+    price_from_amount: int | None = Field(description="that price in minor units of currency")
+    currency: str
+    calls_30d: int = Field(description="successful calls through the gateway in 30 days")
+    buyers: int = Field(description="people holding a license of it")
+    uptime: float | None = Field(
+        description="share of calls answered in the last 24 h (0-1); null if not hosted or unused"
+    )
+    rating_avg: float | None = Field(description="verified buyers' mean rating, 1-5")
+    rating_count: int
     page_url: str
     markdown_url: str
 
@@ -227,6 +241,15 @@ def _summary(card: ListingCard) -> ListingSummary:
         price_models=card.price_models,
         hosted=card.hosted,
         gateway_url=card.gateway_url,
+        free_plan=card.offer.free_plan,
+        price_from=card.offer.price_from,
+        price_from_amount=card.offer.price_from_amount,
+        currency=card.offer.currency,
+        calls_30d=listing.calls_30d,
+        buyers=listing.buyers,
+        uptime=listing.uptime,
+        rating_avg=listing.rating_avg,
+        rating_count=listing.rating_count,
         page_url=page_url(listing.name),
         markdown_url=markdown_url(listing.name),
     )

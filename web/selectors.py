@@ -28,6 +28,7 @@ from common.exceptions import NotFoundError
 from gateway.models import HostedUpstream
 from marketplace.models import Listing
 from marketplace.selectors import (
+    NO_OFFER,
     PRICE_MODEL_CHOICES,
     TRANSPORT_CHOICES,
     ListingDetail,
@@ -310,6 +311,8 @@ def listing_offer_get(*, name: str) -> ListingOffer | None:
 class ListingCard:
     listing: Listing
     hosted: bool
+    # Cheapest plan ("from $x"), free plan; as search results show them.
+    offer: ListingOfferSummary = NO_OFFER
 
     @property
     def price_models(self) -> list[str]:
@@ -340,5 +343,8 @@ def listing_cards_search(
         q=q, transport=transport or None, price_model=price_model or None
     )
     listings = list(results[:limit])
-    hosted = hosted_listing_ids(listing_ids=[item.pk for item in listings])
-    return [ListingCard(listing=item, hosted=item.pk in hosted) for item in listings]
+    offers = listing_offer_summaries(listing_ids=[item.pk for item in listings])
+    return [
+        ListingCard(listing=item, hosted=offers[item.pk].hosted, offer=offers[item.pk])
+        for item in listings
+    ]

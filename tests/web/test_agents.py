@@ -76,6 +76,9 @@ def test_llms_txt_describes_marketplace_search_and_keys(client):
         assert f"`{term}`" in text or term in text
     assert "429" in text
     assert "Retry-After" in text
+    for field in ("`offer`", "`popularity`", "`hosted`", "`free_plan`", "`price_from`"):
+        assert field in text
+    assert "from $5.00 per month" in text
     sections = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
     assert sections[:2] == ["Find a server", "Get a key"]
     links = re.findall(r"\]\(([^)]*)\)", text)

@@ -17,6 +17,7 @@ from django.conf import settings
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from marketplace.models import Listing
 from tests.factories import ListingFactory, npm_package
 from tests.gateway.conftest import ROOT, stop, test_database_url, wait_port
 from tests.web.agents_data import LOCAL_ONLY, WEATHER, Shop, build_shop, mirrored_listing
@@ -89,6 +90,9 @@ def test_search_listings_returns_structured_results(data: Shop):
         local = await client.call_tool("search_listings", {"transport": "local"})
         return weather, free, local
 
+    Listing.objects.filter(pk=data.listing.pk).update(
+        calls_30d=420, buyers=3, uptime=0.99, rating_avg=4.5, rating_count=2
+    )
     weather, free, local = with_client(go)
 
     assert weather.is_error is False
@@ -105,6 +109,16 @@ def test_search_listings_returns_structured_results(data: Shop):
         "price_models": ["free", "per_call", "subscription"],
         "hosted": True,
         "gateway_url": f"{site}/mcp/{WEATHER}",
+        # The cheapest plan (Metered, $0.03 per call, below Pro's $5.00 a month) and use.
+        "free_plan": True,
+        "price_from": "from $0.03 per call",
+        "price_from_amount": 3,
+        "currency": "usd",
+        "calls_30d": 420,
+        "buyers": 3,
+        "uptime": 0.99,
+        "rating_avg": 4.5,
+        "rating_count": 2,
         "page_url": f"{site}/servers/{WEATHER}",
         "markdown_url": f"{site}/servers/{WEATHER}.md",
     }
