@@ -38,6 +38,19 @@ def _loopback_only():
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fresh_redis_test_db():
+    """Empty the test Redis once per session: ids restart at 1 in each new test database, so a
+    counter or cache entry an earlier session left under the same id would leak into this one."""
+    import redis
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        client.flushdb()
+        client.close()
+
+
 @pytest.fixture
 def redis_client():
     """The real Redis test database, emptied before and after the test."""
