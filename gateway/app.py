@@ -45,6 +45,7 @@ from common.clientaddr import client_address, trusted_networks
 from gateway import deferred, fastjson, metering, proxy
 from gateway.authfail import AuthFailures
 from gateway.crypto import identity_sign
+from gateway.guidance import Guidance
 from gateway.manifest import (
     MAX_TOOL_BYTES,
     PASSTHROUGH_KEYS,
@@ -84,13 +85,6 @@ logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 JSON_CT = (b"content-type", b"application/json")
-_UNAUTHORIZED = fastjson.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": None,
-        "error": {"code": -32001, "message": "Invalid or missing license key."},
-    }
-)
 # Requests that name a task: only the key that created the task may send them.
 _TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel"})
 _QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
@@ -285,6 +279,7 @@ class Gateway:
         self.read_timeout: float = s.GATEWAY_UPSTREAM_READ_TIMEOUT
         self.idle_timeout: float = s.GATEWAY_STREAM_IDLE_TIMEOUT
         self.upstream_ttl: float = s.GATEWAY_UPSTREAM_CACHE_SECONDS
+        self.guidance = Guidance(self.upstream_ttl)  # refusal bodies people can act on
         # read_timeout bounds the wait for the response headers and between body reads; an SSE
         # stream may then stay silent up to idle_timeout (_Call._relay).
         self.http = proxy.UpstreamPool(
@@ -708,7 +703,8 @@ class Gateway:
             )
             return await _respond(send, 429, body, [(b"retry-after", str(retry).encode())])
         metering.rejected_metric(name, "auth").inc()
-        await _respond(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+        body = self.guidance.unauthorized(name)
+        await _respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
 
     async def _refuse(
         self,
@@ -729,7 +725,7 @@ class Gateway:
             return await _respond(send, 404, _error_body(rpc_id, -32001, "Session not found."))
         if v == EXCLUDED:
             metering.rejected_metric(name, "excluded").inc()
-            body = _error_body(rpc_id, -32602, f"Unknown tool: {tool[:100]}")
+            body = await self.guidance.not_on_plan(rpc_id, ent, name, tool)
             return await _respond(send, 200, body)
         if v == UNAVAILABLE:
             metering.rejected_metric(name, "unavailable").inc()
@@ -738,10 +734,12 @@ class Gateway:
         if v == RATE_LIMITED:
             reason, code, text = "rate_limited", -32029, "Rate limit exceeded."
             headers = _rate_headers(adm)
+            action = ""
         elif v == QUOTA:
             reason, code, text = "quota", -32030, "Monthly call quota used up."
             adm.retry_after = seconds_to_period_end(ent.period_start, now)
             headers = []
+            action = "See your usage or change plans"
         elif v == SPEND_CAP:
             reason, code = "spend_cap", -32031
             text = f"Spend cap reached for this {adm.cap_window}."
@@ -751,12 +749,16 @@ class Gateway:
                 else seconds_to_period_end(ent.period_start, now)
             )
             headers = []
+            action = "See your spending or raise the key's cap"
         else:
             logger.error("gateway.unknown_verdict", extra={"verdict": v})
             return await _respond(send, 500, _error_body(rpc_id, -32603, "Internal error."))
         metering.rejected_metric(name, reason).inc()
         retry = str(max(adm.retry_after, 1)).encode()
-        body = _error_body(rpc_id, code, text, {"retry_after": int(retry)})
+        if action:
+            body = self.guidance.limit_reached(rpc_id, code, text, ent, int(retry), action)
+        else:
+            body = _error_body(rpc_id, code, text, {"retry_after": int(retry)})
         await _respond(send, 429, body, [(b"retry-after", retry), *headers])
 
 
@@ -1050,9 +1052,13 @@ class _Call:
         except (OSError, proxy.ResponseTooLarge):
             await _respond(send, 502, _error_body(self.rpc_id, -32603, "Upstream unavailable."))
             return "upstream_error"
-        if asks and resp.status >= 400 and not (resp.status == 404 and session_id):
-            if not _jsonrpc_shaped(data):  # e.g. {"detail": "Not Found"}: not an MCP answer
-                return await self._not_mcp(send, resp.status)
+        if (
+            asks
+            and resp.status >= 400
+            and not (resp.status == 404 and session_id)
+            and not _jsonrpc_shaped(data)  # e.g. {"detail": "Not Found"}: not an MCP answer
+        ):
+            return await self._not_mcp(send, resp.status)
         if meter is not None and resp.status == 200 and ctype.startswith("application/json"):
             rewritten = await proxy.rewrite_json_body(data, meter)
             if rewritten is not None:

@@ -126,9 +126,7 @@ def test_subscription_payment_failure_and_cancellation_mail_once_each(
     for event in new + new:  # every event delivered twice
         post_event(client, event)
 
-    kinds = sorted(
-        Notification.objects.filter(recipient=shop.buyer).values_list("kind", flat=True)
-    )
+    kinds = sorted(Notification.objects.filter(recipient=shop.buyer).values_list("kind", flat=True))
     assert kinds == sorted(
         [
             NotificationKind.RECEIPT,
@@ -144,9 +142,7 @@ def test_subscription_payment_failure_and_cancellation_mail_once_each(
     assert any(s.startswith("Your subscription ends on ") for s in subjects)
 
 
-def test_payouts_need_attention_once_per_set_of_requirements(
-    stripe_fake, eager_celery, smtp_inbox
-):
+def test_payouts_need_attention_once_per_set_of_requirements(stripe_fake, eager_celery, smtp_inbox):
     from tests.billing.factories import OwnedListingFactory
 
     listing = OwnedListingFactory()

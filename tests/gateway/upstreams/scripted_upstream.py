@@ -143,7 +143,8 @@ def main() -> None:
     p.add_argument("--answer", choices=["mcp", "404", "html"], default="mcp")
     a = p.parse_args()
     app = web.Application()
-    app.router.add_route("*", "/mcp", {"mcp": handle, "404": not_found, "html": html_page}[a.answer])
+    answers = {"mcp": handle, "404": not_found, "html": html_page}
+    app.router.add_route("*", "/mcp", answers[a.answer])
     web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None)
 
 
