@@ -230,3 +230,32 @@ def test_count_is_capped_with_a_query_and_exact_without(client, monkeypatch):
     assert len(last["results"]) == 1
     assert last["next"] is None
     assert (browsed["count"], browsed["count_capped"]) == (7, False)
+
+
+def test_deep_pages_read_ids_first_and_keep_the_order(client, monkeypatch):
+    """Past DEFERRED_JOIN_MIN_OFFSET a page is ids (index-only) then rows; same results."""
+    from marketplace import pagination
+
+    names = [f"io.github.deep/s{n:02d}" for n in range(7)]
+    for name in reversed(names):
+        ListingFactory(name=name)
+    shallow = [
+        [
+            r["name"]
+            for r in client.get("/api/v1/listings", {"page": p, "page_size": 3}).json()["results"]
+        ]
+        for p in (1, 2, 3)
+    ]
+    monkeypatch.setattr(pagination, "DEFERRED_JOIN_MIN_OFFSET", 1)
+    deep = [
+        [
+            r["name"]
+            for r in client.get("/api/v1/listings", {"page": p, "page_size": 3}).json()["results"]
+        ]
+        for p in (1, 2, 3)
+    ]
+
+    assert shallow == deep == [names[0:3], names[3:6], names[6:7]]
+    ordered = client.get("/api/v1/listings", {"page": 2, "page_size": 3, "ordering": "-published"})
+    # Created in reverse, so the newest first is name order again.
+    assert [r["name"] for r in ordered.json()["results"]] == names[3:6]
