@@ -24,6 +24,7 @@ from gateway.services import hosted_upstream_set
 from marketplace.models import Listing
 from registry_sync.models import ServerVersion
 from registry_sync.services import registry_snapshot_load
+from web.stats import listing_stats_refresh_all
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def demo_seed(*, onboard: Callable[[str], object], upstream_url: str) -> DemoInf
     if mirrored is not None and mirrored.owner_id in (None, creator_user.pk):
         listings.append(mirrored)
     billing_demo_seed(owner=creator_user, handle="ada", listings=listings, onboard=onboard)
+    # The demo runs no beat: figure popularity once so the home page's sections have numbers.
+    listing_stats_refresh_all()
     credentials = {
         role: (DEMO_ACCOUNTS[role], stored.get(role, "(see var/demo-credentials.json)"))
         for role in DEMO_ACCOUNTS

@@ -129,6 +129,10 @@ def test_listing_page_and_markdown_show_reviews_escaped_with_forms_for_the_right
     assert "<script>" not in markdown
     assert "Creator's reply: Thanks" in markdown
 
+    llms = Client().get("/llms.txt").content.decode()
+    assert "## Popularity and ratings" in llms
+    assert "Only verified buyers review" in llms
+
 
 def test_the_forms_post_with_csrf_and_refuse_non_buyers() -> None:
     buyer, listing = _verified_buyer()
