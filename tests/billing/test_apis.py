@@ -22,7 +22,10 @@ def buyer_client(client):
 
 
 def test_anonymous_is_refused(client):
-    assert client.get("/api/v1/me/licenses").status_code == 403
+    """401 with a challenge: the /me API takes a personal token as well as a session."""
+    refused = client.get("/api/v1/me/licenses")
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_list_and_create_keys_raw_key_only_in_the_201(buyer_client):

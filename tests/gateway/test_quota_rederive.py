@@ -25,6 +25,7 @@ from gateway.ratelimit import (
     ledger_counters,
 )
 from gateway.resp import RespClient
+from tests.billing.factories import MeteredLicenseFactory
 from tests.gateway.conftest import PORT_BASE, drain, start_gateway, stop
 from tests.gateway.test_real_licenses import _license, call
 
@@ -46,7 +47,7 @@ def test_hard_cap_quota_survives_a_redis_flush(gateway, redis_client):
 
 @pytest.mark.parametrize("cap", ["daily_spend_cap", "monthly_spend_cap"])
 def test_spend_cap_survives_a_redis_flush(gateway, redis_client, cap):
-    name, lic, _key, _raw = _license(plan_price__per_call_amount=5)
+    name, lic, _key, _raw = _license(MeteredLicenseFactory, plan_price__per_call_amount=5)
     _key, raw = api_key_create(license=lic, **{cap: 15})
     assert [call(gateway, name, raw, rid=i).status_code for i in range(3)] == [200, 200, 200]
     assert drain() == 3
