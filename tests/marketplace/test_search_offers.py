@@ -102,5 +102,5 @@ def test_search_page_shows_hosted_from_price_and_use(hosted):
     assert '<li class="badge badge--hosted">Hosted</li>' in result
     assert "from $5.00 per month" in result
     assert "Free plan" in result
-    assert "1234 calls in 30 days · 7 buyers · rated 4.5/5 (2)" in result
+    assert "1,234 calls in 30 days · 7 buyers · rated 4.5/5 (2)" in result
     assert "Hosted</li>" not in html[mirror_at:]

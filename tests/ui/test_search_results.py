@@ -57,7 +57,7 @@ def test_search_shows_hosted_first_with_price_badges_and_finds_typos(
     assert first.locator(".badge--hosted").inner_text() == "Hosted"
     assert first.get_by_test_id("price-from").inner_text() == "from $5.00 per month"
     assert first.get_by_text("Free plan").count() == 1
-    assert "1234 calls in 30 days · 7 buyers" in first.locator(".result__popularity").inner_text()
+    assert "1,234 calls in 30 days · 7 buyers" in first.locator(".result__popularity").inner_text()
     second = results.nth(1)
     assert second.locator(".result__name").inner_text() == SAMPLE
     assert second.locator(".badge--hosted").count() == 0
