@@ -309,6 +309,8 @@ def search_words_refresh() -> None:
         row = cursor.fetchone()
         if row and row[0]:
             cursor.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY marketplace_search_word")
+            # Fresh statistics, or the planner scans all the words instead of the index.
+            cursor.execute("ANALYZE marketplace_search_word")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ def create(apps, schema_editor):
     schema_editor.execute(CREATE_VIEW)
     for statement in CREATE_INDEXES:
         schema_editor.execute(statement)
+    schema_editor.execute("ANALYZE marketplace_search_word")
 
 
 def drop(apps, schema_editor):
