@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_bench import fresh_database, parse_wrk, wait_port
+from gateway_bench import fresh_database, gateway_cmd, parse_wrk, redis_cmd, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -283,23 +283,7 @@ def main() -> None:
 
     py = str(BIN / "python")
     try:
-        spawn(
-            "redis",
-            [
-                "redis-server",
-                "--port",
-                str(REDIS_PORT),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-            ],
-            REDIS_PORT,
-        )
+        spawn("redis", redis_cmd(REDIS_PORT, tmp), REDIS_PORT)
         spawn(
             "stripe", [py, "manage.py", "run_fake_stripe", "--port", str(STRIPE_PORT)], STRIPE_PORT
         )
@@ -310,21 +294,7 @@ def main() -> None:
         spawn("upstream", [py, "benchmarks/noop_upstream.py", "--port", str(NOOP_PORT)], NOOP_PORT)
         spawn(
             "gateway",
-            [
-                str(BIN / "uvicorn"),
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(GW_PORT),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            gateway_cmd(GW_PORT),
             GW_PORT,
         )
         celery = [str(BIN / "celery"), "-A", "config"]

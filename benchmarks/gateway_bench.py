@@ -131,6 +131,23 @@ http {{
     return conf
 
 
+def gateway_cmd(port: int) -> list[str]:
+    """The gateway as production serves it (uvicorn, uvloop, httptools), access log off."""
+    return [
+        *(str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1"),
+        *("--port", str(port), "--loop", "uvloop", "--http", "httptools"),
+        *("--no-access-log", "--log-level", "warning"),
+    ]
+
+
+def redis_cmd(port: int, folder: Path) -> list[str]:
+    """A private redis-server that keeps nothing on disk."""
+    return [
+        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+        *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+    ]
+
+
 def fresh_database(name: str, env: dict[str, str]) -> None:
     """Drop and create database `name`, migrate it, and set Django up in this process on it."""
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
@@ -312,19 +329,7 @@ def main() -> None:
     try:
         spawn(
             "redis",
-            [
-                "redis-server",
-                "--port",
-                str(REDIS_PORT),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-            ],
+            redis_cmd(REDIS_PORT, tmp),
             REDIS_PORT,
         )
         keys = setup_database()
@@ -342,21 +347,7 @@ def main() -> None:
         spawn("nginx", [nginx, "-c", str(nginx_conf(tmp)), "-p", str(tmp)], NGX_NOOP)
         spawn(
             "gateway",
-            [
-                str(BIN / "uvicorn"),
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(GW_PORT),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            gateway_cmd(GW_PORT),
             GW_PORT,
         )
         nginx_worker = int(
