@@ -78,3 +78,31 @@ def token_is_well_formed(raw_token: str) -> bool:
     if not (raw_token.isascii() and raw_token[len(TOKEN_PREFIX) :].isalnum()):
         return False
     return hmac.compare_digest(_checksum(raw_token[:-_CHECK_LEN]), raw_token[-_CHECK_LEN:])
+
+
+# OAuth tokens (the `oauth` app's authorization server): the same shape under their own prefixes,
+# hashed with `key_hash`. Access tokens are credentials the gateway takes in place of a key;
+# refresh tokens are only ever presented to the token endpoint.
+ACCESS_TOKEN_PREFIX = "tbo_"  # noqa: S105 (a prefix, not a secret)
+REFRESH_TOKEN_PREFIX = "tbr_"  # noqa: S105
+_OAUTH_TOKEN_LENGTH = 4 + _BODY_LEN + _CHECK_LEN
+
+
+def oauth_token_generate(prefix: str) -> str:
+    """A new raw OAuth token under `prefix`; handed to the client once, never stored."""
+    body = _base62(int.from_bytes(secrets.token_bytes(32), "big"), _BODY_LEN)
+    return prefix + body + _checksum(prefix + body)
+
+
+def oauth_token_is_well_formed(raw_token: str, prefix: str) -> bool:
+    """Shape and checksum only, as for keys: garbage never reaches a cache or the database."""
+    if len(raw_token) != _OAUTH_TOKEN_LENGTH or not raw_token.startswith(prefix):
+        return False
+    if not (raw_token.isascii() and raw_token[4:].isalnum()):
+        return False
+    return hmac.compare_digest(_checksum(raw_token[:-_CHECK_LEN]), raw_token[-_CHECK_LEN:])
+
+
+def credential_is_well_formed(raw: str) -> bool:
+    """What the gateway accepts in `Authorization: Bearer`: a license key or an access token."""
+    return key_is_well_formed(raw) or oauth_token_is_well_formed(raw, ACCESS_TOKEN_PREFIX)

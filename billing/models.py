@@ -410,10 +410,19 @@ class LicenseEvent(models.Model):
         return f"license {self.license_id}: {self.from_status or '-'} -> {self.to_status}"
 
 
+class ApiKeyKind(models.TextChoices):
+    KEY = "key", "License key"
+    # An OAuth connection (oauth.Connection): a client the buyer connected through the consent
+    # page. Its own secret is never issued; it calls with short-lived AccessTokens that stand
+    # for it, so caps, last use, usage and revocation work exactly as for a key.
+    OAUTH = "oauth", "Connected client"
+
+
 class ApiKey(models.Model):
     """A license key, stored only as HMAC-SHA256 under the server pepper plus a display prefix."""
 
     license = models.ForeignKey(License, on_delete=models.CASCADE, related_name="keys")
+    kind = models.CharField(max_length=8, choices=ApiKeyKind.choices, default=ApiKeyKind.KEY)
     name = models.CharField(max_length=100, blank=True, default="")
     key_hash = models.CharField(max_length=64, unique=True)
     display_prefix = models.CharField(max_length=20)
@@ -432,6 +441,25 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_prefix}… (license {self.license_id})"
+
+
+class AccessToken(models.Model):
+    """An OAuth access token: a short-lived credential standing for an `ApiKey` of kind oauth.
+
+    Stored as the same HMAC as keys (`billing.keys.key_hash`), so the gateway looks it up, caches
+    and invalidates it under its hash like a key. The raw token is handed to the client once.
+    """
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="access_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"access token for key {self.key_id}"
 
 
 class PersonalToken(models.Model):

@@ -16,7 +16,9 @@ from billing import stripe_client
 from billing.entitlements import Entitlement
 from billing.models import (
     LIVE_LICENSE_STATUSES,
+    AccessToken,
     ApiKey,
+    ApiKeyKind,
     CheckoutOrder,
     Creator,
     CreatorSubscription,
@@ -63,27 +65,35 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
     One query (select_related over key → license → plan, price version, subscription, listing).
     `status` is the access status the gateway enforces: "active" also for a past_due license
     still inside its grace period (the true license status is in the license API).
+
+    An OAuth access token (`AccessToken`, hashed the same way) is found by a second query when
+    no key matches: it stands for its connection's key and expires with the token.
     """
     key = (
-        ApiKey.objects.select_related(
-            "license__plan",
-            "license__plan_price",
-            "license__listing",
-            "license__creator_subscription",
-        )
+        ApiKey.objects.select_related(*_ENTITLEMENT_RELATED)
         .filter(key_hash=key_hash, revoked_at__isnull=True)
         .first()
     )
+    token_expiry: datetime | None = None
     if key is None:
-        return None
+        token = (
+            AccessToken.objects.select_related(*("key__" + r for r in _ENTITLEMENT_RELATED))
+            .filter(token_hash=key_hash, key__revoked_at__isnull=True)
+            .first()
+        )
+        if token is None:
+            return None
+        key, token_expiry = token.key, token.expires_at
     now = timezone.now()
+    expiries = [d for d in (key.expires_at, key.license.expires_at, token_expiry) if d is not None]
     if key.expires_at is not None and key.expires_at <= now:
+        return None
+    if token_expiry is not None and token_expiry <= now:
         return None
     lic = key.license
     if not license_is_usable(license=lic, now=now):
         return None
     plan, price, sub = lic.plan, lic.plan_price, lic.creator_subscription
-    expiries = [d for d in (key.expires_at, lic.expires_at) if d is not None]
     period_start = (
         sub.current_period_start if sub and sub.current_period_start else _month_start(now)
     )
@@ -101,6 +111,21 @@ def entitlement_get_by_key_hash(*, key_hash: str) -> Entitlement | None:
         expires_at=min(expiries).timestamp() if expiries else None,
         period_start=period_start.astimezone(UTC).timestamp(),
     )
+
+
+def access_token_key_id(*, token_hash: str) -> int | None:
+    """The key an OAuth access token stands for (revocation finds its connection by it)."""
+    return (
+        AccessToken.objects.filter(token_hash=token_hash).values_list("key_id", flat=True).first()
+    )
+
+
+_ENTITLEMENT_RELATED = (
+    "license__plan",
+    "license__plan_price",
+    "license__listing",
+    "license__creator_subscription",
+)
 
 
 def plan_entitlement_terms(
@@ -229,12 +254,15 @@ def license_get_for_buyer(*, buyer: User, license_id: int) -> License:
 
 
 def api_key_list_for_license(*, license: License) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(license=license).order_by("-created_at")
+    """The license keys a buyer manages (connected OAuth clients are listed by `oauth`)."""
+    return ApiKey.objects.filter(license=license, kind=ApiKeyKind.KEY).order_by("-created_at")
 
 
 def api_key_get_for_buyer(*, buyer: User, license_id: int, key_id: int) -> ApiKey:
     key = (
-        ApiKey.objects.filter(pk=key_id, license_id=license_id, license__buyer_id=buyer.pk)
+        ApiKey.objects.filter(
+            pk=key_id, license_id=license_id, license__buyer_id=buyer.pk, kind=ApiKeyKind.KEY
+        )
         .select_related("license")
         .first()
     )

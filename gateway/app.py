@@ -39,7 +39,7 @@ from django.http.request import split_domain_port, validate_host
 
 from billing.entitlements import Entitlement
 from billing.keys import key_hash as hash_key
-from billing.keys import key_is_well_formed
+from billing.keys import credential_is_well_formed
 from billing.pricing import advertised_price
 from common.clientaddr import client_address, trusted_networks
 from gateway import deferred, fastjson, metering, proxy
@@ -551,7 +551,7 @@ class Gateway:
         if self.require_key:
             auth = headers.get(b"authorization", b"")
             raw_key = auth[7:].strip().decode("latin-1") if auth[:7].lower() == b"bearer " else ""
-            if not key_is_well_formed(raw_key):
+            if not credential_is_well_formed(raw_key):
                 return await self._unauthorized(send, name, scope, now)
             key_hash = hash_key(raw_key)
 
@@ -704,7 +704,7 @@ class Gateway:
             return await _respond(send, 429, body, [(b"retry-after", str(retry).encode())])
         metering.rejected_metric(name, "auth").inc()
         body = self.guidance.unauthorized(name)
-        await _respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        await _respond(send, 401, body, [(b"www-authenticate", self.guidance.challenge(name))])
 
     async def _refuse(
         self,

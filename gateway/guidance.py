@@ -80,7 +80,11 @@ class Guidance:
         body = self._unauthorized.get(name)
         if body is None:
             url = listing_link(name)
-            text = "Invalid or missing license key. Send it as 'Authorization: Bearer <key>'."
+            text = (
+                "Invalid or missing license key or token. Send a key as "
+                "'Authorization: Bearer <key>', or connect this server's URL from an OAuth "
+                "client (a custom connector in Claude or ChatGPT)."
+            )
             if url:
                 text += f" Buy a license or manage your keys at {url}"
             body = _body(None, -32001, text, {"listing_url": url})
@@ -88,6 +92,14 @@ class Guidance:
                 self._unauthorized.clear()
             self._unauthorized[name] = body
         return body
+
+    def challenge(self, name: str) -> bytes:
+        """The 401's `WWW-Authenticate`: where an OAuth client finds how to get a token
+        (MCP authorization: RFC 9728 §5.1). The metadata document is served by `oauth.asgi`
+        at the well-known path of this listing's gateway URL (§3.1); scope as it lists."""
+        safe = name.replace('"', "").replace("\\", "")
+        url = f"{settings.SITE_URL}/.well-known/oauth-protected-resource/mcp/{safe}"
+        return f'Bearer resource_metadata="{url}", scope="mcp"'.encode()
 
     async def plan_terms(self, listing_id: int) -> PlanTerms:
         """The listing's active plans and their terms; () when PostgreSQL cannot say (the

@@ -3,7 +3,7 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 
 from django.urls import path
 
-from web import creators, home, onboarding, review_pages, subscriptions, tokens, views
+from web import consent, creators, home, onboarding, review_pages, subscriptions, tokens, views
 
 app_name = "ui"
 
@@ -28,6 +28,12 @@ urlpatterns = [
     ),
     path("me/billing-portal/", subscriptions.billing_portal_open, name="billing-portal"),
     path("me/tokens/", tokens.tokens_page, name="tokens"),
+    path("oauth/consent/<str:request_id>", consent.consent_page, name="oauth-consent"),
+    path(
+        "me/licenses/<int:license_id>/connections/<int:connection_id>/disconnect",
+        consent.connection_revoke,
+        name="connection-revoke",
+    ),
     path("me/receipts/<int:sale_id>/", views.receipt_page, name="receipt"),
     path("me/invoices/<int:sale_id>/", views.invoice_redirect, name="invoice"),
     path("creator/", views.creator_page, name="creator"),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -20,7 +20,9 @@ from billing import keys
 from billing.lock_objects import api_key_lock, license_lock
 from billing.models import (
     TERMINAL_LICENSE_STATUSES,
+    AccessToken,
     ApiKey,
+    ApiKeyKind,
     CheckoutOrder,
     CreatorSubscription,
     License,
@@ -77,19 +79,24 @@ def _invalidate_on_commit(key_hashes: Iterable[str]) -> None:
         transaction.on_commit(lambda: entitlement_cache_invalidate(key_hashes=hashes))
 
 
+def _credential_hashes(rows: QuerySet[ApiKey]) -> list[str]:
+    """The cache keys of these keys: their own hashes and their live OAuth access tokens'."""
+    hashes = list(rows.values_list("key_hash", flat=True))
+    hashes += AccessToken.objects.filter(
+        key__in=rows.values("pk"), expires_at__gt=timezone.now()
+    ).values_list("token_hash", flat=True)
+    return hashes
+
+
 def invalidate_licenses_on_commit(*, license_ids: Iterable[int]) -> None:
     """Queue cache deletion for every key of these licenses (status, price or plan changed)."""
     ids = list(license_ids)
     if ids:
-        _invalidate_on_commit(
-            ApiKey.objects.filter(license_id__in=ids).values_list("key_hash", flat=True)
-        )
+        _invalidate_on_commit(_credential_hashes(ApiKey.objects.filter(license_id__in=ids)))
 
 
 def invalidate_plan_on_commit(*, plan: Plan) -> None:
-    _invalidate_on_commit(
-        ApiKey.objects.filter(license__plan=plan).values_list("key_hash", flat=True)
-    )
+    _invalidate_on_commit(_credential_hashes(ApiKey.objects.filter(license__plan=plan)))
 
 
 # --- licenses ------------------------------------------------------------------------------
@@ -241,7 +248,9 @@ def api_key_create(
     """
     if license.status not in USABLE_FOR_NEW_KEYS:
         raise ApplicationError("Keys can only be created for an active license.")
-    live_keys = ApiKey.objects.filter(license=license, revoked_at__isnull=True).count()
+    live_keys = ApiKey.objects.filter(
+        license=license, revoked_at__isnull=True, kind=ApiKeyKind.KEY
+    ).count()
     if live_keys >= settings.BILLING_MAX_KEYS_PER_LICENSE:
         raise ApplicationError("This license has too many keys; revoke one first.")
     if expires_at is not None and expires_at <= timezone.now():
@@ -273,7 +282,7 @@ def api_key_revoke(*, key_id: int) -> ApiKey:
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
             logger.info("billing.api_key_revoked", extra={"key_id": key.pk})
-        _invalidate_on_commit([key.key_hash])
+        _invalidate_on_commit(_credential_hashes(ApiKey.objects.filter(pk=key.pk)))
     return key
 
 
@@ -291,6 +300,8 @@ def api_key_rotate(*, key_id: int, overlap: timedelta | None = None) -> tuple[Ap
         now = timezone.now()
         if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
             raise ApplicationError("This key is no longer valid and cannot be rotated.")
+        if old.kind != ApiKeyKind.KEY:
+            raise ApplicationError("A connected client renews its own tokens; it has no key.")
         if ApiKey.objects.filter(rotated_from=old).exists():
             raise ApplicationError("This key has already been rotated.")
         lic = license_lock(pk=old.license_id)
@@ -331,9 +342,53 @@ def api_key_caps_set(
             key.daily_spend_cap = daily_spend_cap
             key.monthly_spend_cap = monthly_spend_cap
             key.save(update_fields=["daily_spend_cap", "monthly_spend_cap"])
-            _invalidate_on_commit([key.key_hash])
+            _invalidate_on_commit(_credential_hashes(ApiKey.objects.filter(pk=key.pk)))
             logger.info("billing.api_key_caps_set", extra={"key_id": key.pk})
     return key
+
+
+def oauth_key_create(*, license: License, name: str) -> ApiKey:
+    """The key row an OAuth connection calls through (kind oauth). Its own secret is random and
+    discarded, so it works only through the access tokens `access_token_issue` mints for it.
+    Call inside the connection's transaction."""
+    if license.status not in USABLE_FOR_NEW_KEYS:
+        raise ApplicationError("Only an active license can be connected to a client.")
+    live = ApiKey.objects.filter(license=license, revoked_at__isnull=True, kind=ApiKeyKind.OAUTH)
+    if live.count() >= settings.OAUTH_MAX_CONNECTIONS_PER_LICENSE:
+        raise ApplicationError("This license has too many connected clients; disconnect one first.")
+    key = ApiKey(
+        license=license,
+        kind=ApiKeyKind.OAUTH,
+        name=name[:100],
+        key_hash=keys.key_hash(keys.key_generate(live=False)),
+        display_prefix="oauth",
+    )
+    key.full_clean()
+    key.save()
+    logger.info("billing.oauth_key_created", extra={"key_id": key.pk, "license_id": license.pk})
+    return key
+
+
+def access_token_issue(*, key: ApiKey, seconds: int) -> tuple[AccessToken, str]:
+    """Mint an access token standing for an OAuth key for `seconds`; returns the row and the raw
+    token, handed to the client once. Refused for a revoked or non-OAuth key."""
+    if key.kind != ApiKeyKind.OAUTH or key.revoked_at is not None:
+        raise ApplicationError("This connection is no longer valid.")
+    raw = keys.oauth_token_generate(keys.ACCESS_TOKEN_PREFIX)
+    token = AccessToken.objects.create(
+        key=key,
+        token_hash=keys.key_hash(raw),
+        expires_at=timezone.now() + timedelta(seconds=seconds),
+    )
+    return token, raw
+
+
+def access_tokens_purge(*, now: datetime | None = None) -> int:
+    """Delete access tokens that expired a day ago or more (they can no longer admit anything;
+    the margin keeps a just-expired token's row for support questions). Idempotent."""
+    cutoff = (now or timezone.now()) - timedelta(days=1)
+    deleted, _ = AccessToken.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted
 
 
 def keys_mark_used(*, last_used: dict[int, datetime]) -> None:

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "marketplace",
     "billing",
     "gateway",
+    "oauth",
     "notifications",
     "web",
 ]
@@ -243,6 +244,7 @@ LOGGING = {
 
 from config.settings.celery import *  # noqa: E402, F403
 from config.settings.gateway import *  # noqa: E402, F403
+from config.settings.oauth import *  # noqa: E402, F403
 from config.settings.registry import *  # noqa: E402, F403
 from config.settings.stripe import *  # noqa: E402, F403
 from config.settings.web import *  # noqa: E402, F403

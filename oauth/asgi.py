@@ -1,0 +1,156 @@
+"""The authorization server's protocol endpoints, in front of Django (config/asgi.py).
+
+The `mcp` SDK's Starlette handlers serve RFC 8414 metadata, /oauth/authorize, /oauth/token,
+/oauth/register (RFC 7591) and /oauth/revoke (RFC 7009); we add Protected Resource Metadata
+(RFC 9728) per hosted listing. The consent page, which needs a signed-in person, is Django
+(`oauth.views`). Every other path goes to `fallback`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from mcp.server.auth.handlers.authorize import AuthorizationHandler
+from mcp.server.auth.handlers.metadata import MetadataHandler
+from mcp.server.auth.handlers.register import RegistrationHandler
+from mcp.server.auth.handlers.revoke import RevocationHandler
+from mcp.server.auth.handlers.token import TokenHandler
+from mcp.server.auth.routes import build_metadata, cors_middleware
+from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    RequestBodyLimitMiddleware,
+)
+from mcp.shared.auth import ProtectedResourceMetadata
+from pydantic import AnyHttpUrl
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from oauth import services
+from oauth.provider import HashedSecretAuthenticator, TollboothProvider
+
+PRM_PREFIX = "/.well-known/oauth-protected-resource"
+AS_METADATA = "/.well-known/oauth-authorization-server"
+PATHS = ("/oauth/authorize", "/oauth/token", "/oauth/register", "/oauth/revoke")
+
+
+def resource_metadata_url(listing_name: str) -> str:
+    """RFC 9728 §3.1: the well-known path inserted before the resource's path."""
+    return f"{settings.SITE_URL}{PRM_PREFIX}/mcp/{listing_name}"
+
+
+def _cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
+    # Browser-based clients (the MCP Inspector) call these from another origin; they carry no
+    # cookies, so a wildcard origin exposes nothing.
+    return CORSMiddleware(app, allow_origins="*", allow_methods=methods, allow_headers=["*"])
+
+
+def _limited(app: ASGIApp) -> ASGIApp:
+    return RequestBodyLimitMiddleware(app, DEFAULT_MAX_REQUEST_BODY_SIZE)
+
+
+async def _protected_resource(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        await sync_to_async(services.resource_listing)(
+            resource=services.resource_url(listing_name=name)
+        )
+    except services.InvalidTarget:
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    meta = ProtectedResourceMetadata(
+        resource=AnyHttpUrl(services.resource_url(listing_name=name)),
+        authorization_servers=[AnyHttpUrl(settings.SITE_URL)],
+        scopes_supported=list(settings.OAUTH_SCOPES),
+        resource_name=name,
+        resource_documentation=AnyHttpUrl(f"{settings.SITE_URL}/servers/{name}"),
+    )
+    return JSONResponse(
+        meta.model_dump(mode="json", exclude_none=True),
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+def build_router() -> Router:
+    provider: Any = TollboothProvider()
+    issuer = AnyHttpUrl(settings.SITE_URL)
+    registration = ClientRegistrationOptions(
+        enabled=True, valid_scopes=list(settings.OAUTH_SCOPES), default_scopes=["mcp"]
+    )
+    metadata = build_metadata(issuer, None, registration, RevocationOptions(enabled=True))
+    base = settings.SITE_URL
+    metadata.authorization_endpoint = AnyHttpUrl(base + "/oauth/authorize")
+    metadata.token_endpoint = AnyHttpUrl(base + "/oauth/token")
+    metadata.registration_endpoint = AnyHttpUrl(base + "/oauth/register")
+    metadata.revocation_endpoint = AnyHttpUrl(base + "/oauth/revoke")
+    metadata.token_endpoint_auth_methods_supported = [
+        "none",
+        "client_secret_post",
+        "client_secret_basic",
+    ]
+    metadata.client_id_metadata_document_supported = True
+    metadata.service_documentation = AnyHttpUrl(base + "/llms.txt")
+    authenticator = HashedSecretAuthenticator(provider)
+    routes = [
+        Route(
+            AS_METADATA,
+            cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
+            methods=["GET", "OPTIONS"],
+        ),
+        Route(
+            PRM_PREFIX + "/mcp/{name:path}",
+            _cors(request_response(_protected_resource), ["GET", "OPTIONS"]),
+            methods=["GET", "OPTIONS"],
+        ),
+        Route(
+            "/oauth/authorize",
+            _limited(request_response(AuthorizationHandler(provider).handle)),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/oauth/token",
+            _cors(
+                _limited(request_response(TokenHandler(provider, authenticator).handle)),
+                ["POST", "OPTIONS"],
+            ),
+            methods=["POST", "OPTIONS"],
+        ),
+        Route(
+            "/oauth/register",
+            _cors(
+                _limited(request_response(RegistrationHandler(provider, registration).handle)),
+                ["POST", "OPTIONS"],
+            ),
+            methods=["POST", "OPTIONS"],
+        ),
+        Route(
+            "/oauth/revoke",
+            _cors(
+                _limited(request_response(RevocationHandler(provider, authenticator).handle)),
+                ["POST", "OPTIONS"],
+            ),
+            methods=["POST", "OPTIONS"],
+        ),
+    ]
+    return Router(routes=routes)
+
+
+def oauth_asgi_app(fallback: ASGIApp) -> ASGIApp:
+    """Route the OAuth paths to the SDK's handlers; everything else to `fallback`."""
+    router: Router | None = None
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal router
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == AS_METADATA or path in PATHS or path.startswith(PRM_PREFIX + "/"):
+            if router is None:
+                router = build_router()
+            await router(scope, receive, send)
+            return
+        await fallback(scope, receive, send)
+
+    return app
