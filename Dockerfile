@@ -13,6 +13,7 @@ COPY registry_sync ./registry_sync
 COPY marketplace ./marketplace
 COPY billing ./billing
 COPY gateway ./gateway
+COPY oauth ./oauth
 COPY notifications ./notifications
 COPY web ./web
 COPY templates ./templates

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT_PACKAGES = ("registry_sync", "marketplace", "billing", "gateway", "web", "common", "config")
+PRODUCT_PACKAGES = (
+    "registry_sync",
+    "marketplace",
+    "billing",
+    "gateway",
+    "oauth",
+    "web",
+    "common",
+    "config",
+)
 FORBIDDEN = "fakes"
 
 
