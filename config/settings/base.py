@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_required, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_required, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("TOOLBOOTH_VAR_DIR", str(BASE_DIR / "var")))
@@ -102,6 +102,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    # Under ASGI Django runs each request's sync code in a thread of its own and keeps
+    # connections per thread, so CONN_MAX_AGE keeps nothing there: every request connected
+    # anew (5-10 ms; benchmarks/search_bench.py counted one new PostgreSQL session per request).
+    # psycopg's pool hands each request an open connection instead. config/asgi.py turns it on
+    # for the web process; forking processes (Celery's prefork workers) and commands keep plain
+    # connections. Django refuses a pool together with persistent connections.
+    if env_bool("DATABASE_POOL", default=False):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
+            "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),  # waiting for a free one
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Optional: without Redis the demo runs on in-process implementations.
