@@ -155,7 +155,19 @@ goes through Stripe Checkout (one-time payment or subscription).
 `Authorization: Bearer <key>`. Never put the key in a URL. The upstream server never sees \
 your key.
 
-Client configuration (most MCP clients):
+### Or connect with the URL alone (OAuth)
+
+Claude and ChatGPT connectors, `mcp-remote` and any client that implements MCP authorization \
+need no key: add `{site_url("/mcp/<server name>")}` as a custom connector. The gateway answers \
+401 with `WWW-Authenticate: Bearer resource_metadata="..."`; the client discovers the \
+authorization server ([metadata]({site_url("/.well-known/oauth-authorization-server")}): \
+authorization code with PKCE, dynamic client registration or a client ID metadata document), \
+and the person signs in and picks which of their licenses the client may use (or buys a plan \
+on the spot). The client's tokens are bound to that server, metered and capped like a key, \
+expire within an hour and are refreshed by the client; the person can disconnect the client \
+on the license's page.
+
+Client configuration with a key (most MCP clients):
 
 ```json
 {json.dumps(client_config("server name", site_url("/mcp/<server name>")), indent=2)}
@@ -397,6 +409,10 @@ def _how_to_buy_markdown(offer: ListingOffer) -> list[str]:
         "once, so store it as a secret.",
         f"4. Send `Authorization: Bearer <key>` with every request to {offer.gateway_url} "
         "(MCP Streamable HTTP). Over the rate limit you get HTTP 429 with `Retry-After`.",
+        "",
+        f"Or add {offer.gateway_url} as a custom connector (Claude, ChatGPT) or to any client "
+        "with MCP authorization (OAuth): the person signs in, picks one of their licenses or "
+        "buys a plan, and no key is needed.",
         "",
         "Client configuration:",
         "",

@@ -409,6 +409,10 @@ def how_to_buy_sync(name: str) -> BuyGuide:
             "'Authorization: Bearer <key>'; never put the key in a URL.",
             "Over the plan's rate limit or allowance the gateway answers HTTP 429 with "
             "Retry-After (seconds): wait, then retry.",
+            f"Or, instead of a key: add {gateway} as a custom connector (Claude, ChatGPT) or to "
+            "any client with MCP authorization (OAuth); the person signs in at Toolbooth, picks "
+            "a license or buys a plan on the consent page, and the client's tokens are metered "
+            "like a key.",
         ]
     return BuyGuide(
         name=listing.name,

@@ -75,8 +75,9 @@ def vscode_config(*, slug: str, name: str, gateway_url: str) -> dict[str, Any]:
 
 
 def client_snippets(*, name: str, gateway_url: str, key: str | None = None) -> list[ClientSnippet]:
-    """Claude Desktop (`mcp-remote` bridge), Cursor (`mcpServers` over HTTP), VS Code (prompts
-    for the key), and the Python SDK."""
+    """The connector URL (Claude and ChatGPT connect with OAuth: no key), then with a key:
+    Claude Desktop (`mcp-remote` bridge), Cursor (`mcpServers` over HTTP), VS Code (prompts for
+    the key), and the Python SDK."""
     token = key or KEY_PLACEHOLDER
     header = {"Authorization": f"Bearer {token}"}
     slug = client_slug(name)
@@ -114,6 +115,18 @@ async def main() -> None:
 asyncio.run(main())
 '''
     return [
+        ClientSnippet(
+            id="connector",
+            title="Claude or ChatGPT (connector, no key)",
+            where=(
+                "Claude: Settings > Connectors > Add custom connector. ChatGPT: Settings > "
+                "Connectors > Create (developer mode). Paste this URL; you are sent to Toolbooth "
+                "to sign in and pick the license the client may use (OAuth). Any client that "
+                "supports MCP authorization works the same way, also `npx mcp-remote <url>`."
+            ),
+            language="text",
+            text=gateway_url,
+        ),
         ClientSnippet(
             id="claude",
             title="Claude Desktop",

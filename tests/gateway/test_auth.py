@@ -40,7 +40,12 @@ def test_every_invalid_key_gets_the_same_401(gateway, hosted, seed_key, redis_cl
     assert {r.status_code for r in responses.values()} == {401}
     assert len(bodies) == 1
     assert json.loads(bodies.pop())["error"]["code"] == -32001
-    assert {r.headers["www-authenticate"] for r in responses.values()} == {"Bearer"}
+    # One challenge for all, naming where an OAuth client learns how to get a token (RFC 9728).
+    challenges = {r.headers["www-authenticate"] for r in responses.values()}
+    assert len(challenges) == 1
+    challenge = challenges.pop()
+    assert challenge.startswith('Bearer resource_metadata="http')
+    assert challenge.endswith(f'/.well-known/oauth-protected-resource/mcp/{name}", scope="mcp"')
     # Basic and a bare key are not Bearer.
     basic = post(gateway, name, CALL, headers={"Authorization": f"Basic {valid}"})
     assert basic.status_code == 401

@@ -59,7 +59,11 @@ def test_every_bad_key_gets_the_same_401_with_the_listing_page(gw):
         call(gw, name, elsewhere_raw),
     ]
     assert [r.status_code for r in answers] == [401] * 5
-    assert {r.headers["www-authenticate"] for r in answers} == {"Bearer"}
+    challenges = {r.headers["www-authenticate"] for r in answers}
+    assert challenges == {
+        f'Bearer resource_metadata="{SITE}/.well-known/oauth-protected-resource/mcp/{name}", '
+        'scope="mcp"'
+    }
     assert len({r.content for r in answers}) == 1, "the body must not tell keys apart"
     error = answers[0].json()["error"]
     assert error["code"] == -32001
