@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -354,3 +354,14 @@ def token_revoke(*, client_id: str, token: str) -> None:
         )
     if connection_id is not None:
         connection_revoke(connection_id=connection_id)
+
+
+def oauth_state_purge(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete what can no longer be used: refresh tokens and codes past their expiry (a day's
+    margin, for support questions) and authorization requests that expired unanswered or were
+    answered a day ago. Connections stay (the license page lists them, revoked ones too)."""
+    cutoff = (now or timezone.now()) - timedelta(days=1)
+    refresh, _ = RefreshToken.objects.filter(expires_at__lt=cutoff).delete()
+    codes, _ = AuthorizationCode.objects.filter(expires_at__lt=cutoff).delete()
+    requests, _ = AuthorizationRequest.objects.filter(expires_at__lt=cutoff).delete()
+    return {"refresh_tokens": refresh, "codes": codes, "requests": requests}

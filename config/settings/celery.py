@@ -55,6 +55,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "notifications.tasks.notifications_resend_stuck_task",
         "schedule": 5 * 60,
     },
+    # Expired OAuth tokens, codes and unanswered authorization requests (oauth.tasks).
+    "oauth-purge": {"task": "oauth.tasks.oauth_purge_task", "schedule": crontab(minute=41)},
     "gateway-usage-drain": {"task": "gateway.tasks.usage_drain_task", "schedule": 5.0},
     "gateway-inflight-sweep": {"task": "gateway.tasks.inflight_sweep_task", "schedule": 30.0},
     # Minutes are sealed 10 s after they end; a run every 10 s sends them soon after.
