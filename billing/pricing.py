@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billing.entitlements import Entitlement, ToolPrice
+from common.money import money_format
 
 # Why a call is refused (`CallPrice.refused`).
 REFUSED_TOOL = "tool"  # excluded, or not in the price version's tool list
@@ -157,6 +158,57 @@ def tool_price_refusal(
         "call; on this plan a tool can only be free or excluded "
         f"(priced: {', '.join(priced[:5])})."
     )
+
+
+# The smallest amounts a plan may charge, in minor units. A license or monthly price below
+# Stripe's minimum charge ($0.50 in usd: https://docs.stripe.com/currencies#minimum-and-maximum-
+# charge-amounts) would be refused at checkout, so it is refused when the plan is saved; a call
+# costs at least one minor unit, because meters bill whole units. The form and the service both
+# ask `plan_amount_errors`, so the numbers and the words have one source.
+MIN_CHARGE_AMOUNT = 50
+MIN_PER_CALL_AMOUNT = 1
+
+
+def plan_amount_errors(
+    *,
+    kind: str,
+    currency: str,
+    unit_amount: int,
+    per_call_amount: int,
+    overage_amount: int,
+    hard_cap: bool,
+    included_calls: int | None,
+) -> dict[str, str]:
+    """Why these amounts cannot be a plan's price, per field ("__all__" for the plan as a
+    whole), in the buyer's money ("at least $0.50 a month"); {} when they can."""
+
+    def money(amount: int) -> str:
+        return money_format(amount=amount, currency=currency)
+
+    if min(unit_amount, per_call_amount, overage_amount) < 0:
+        return {"__all__": "Prices cannot be negative."}
+    errors: dict[str, str] = {}
+    if kind == "free" and (unit_amount or per_call_amount or overage_amount):
+        errors["__all__"] = "A free plan has no prices."
+    elif kind == "one_time" and unit_amount < MIN_CHARGE_AMOUNT:
+        errors["unit_amount"] = f"Price must be at least {money(MIN_CHARGE_AMOUNT)}."
+    elif kind == "subscription":
+        if unit_amount < MIN_CHARGE_AMOUNT:
+            errors["unit_amount"] = f"Price must be at least {money(MIN_CHARGE_AMOUNT)} a month."
+        if not hard_cap and included_calls is not None and overage_amount <= 0:
+            errors["overage_amount"] = (
+                f"Set an overage price per call (at least {money(MIN_PER_CALL_AMOUNT)}), "
+                "or stop at the included calls."
+            )
+        elif overage_amount and (hard_cap or included_calls is None):
+            # Overage is charged only past included calls on an uncapped plan; anywhere else
+            # it would be shown and never charged.
+            errors["overage_amount"] = (
+                "An overage price needs included calls and no stop at the included calls."
+            )
+    elif kind == "per_call" and per_call_amount < MIN_PER_CALL_AMOUNT:
+        errors["per_call_amount"] = f"Price per call must be at least {money(MIN_PER_CALL_AMOUNT)}."
+    return errors
 
 
 @dataclass(frozen=True, slots=True)

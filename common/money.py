@@ -11,10 +11,25 @@ _THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 
 
+def currency_decimals(currency: str) -> int:
+    """Digits after the decimal point of the currency's minor unit (2 for usd, 0 for jpy)."""
+    code = (currency or "").lower()
+    return 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+
+
+def amount_decimal(*, amount: int, currency: str) -> str:
+    """Integer minor units as a plain decimal in currency units, for files people import into
+    spreadsheets: (5, "usd") -> "0.05", (500, "jpy") -> "500" (no symbol, no separators)."""
+    decimals = currency_decimals(currency)
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(int(amount)), 10**decimals)
+    return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
+
+
 def money_format(*, amount: int, currency: str) -> str:
     """Integer minor units as money: (3, "usd") -> "$0.03", (500, "jpy") -> "500 JPY"."""
     code = (currency or "").lower()
-    decimals = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+    decimals = currency_decimals(code)
     sign = "-" if amount < 0 else ""
     value = abs(int(amount))
     if decimals:

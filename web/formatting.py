@@ -7,7 +7,7 @@ headings or GFM autolinks to an agent's context. Only URLs we build ourselves be
 
 import re
 
-from billing.pricing import StartingPrice, ToolAdvert
+from billing.pricing import StartingPrice, ToolAdvert, plan_headline_amount, plan_terms
 from common.money import money_format
 from common.text import clean_text
 
@@ -23,6 +23,8 @@ PLAN_KIND_LABELS = {
 
 
 def count_format(value: int) -> str:
+    """A count as people read it (calls, quotas, limits, buyers): 12,345. Pages use it through
+    the `count` template filter (web.templatetags.ui), agents' text directly."""
     return f"{value:,}"
 
 
@@ -37,27 +39,42 @@ def plan_price_summary(
     hard_cap: bool,
 ) -> str:
     """One line saying what a plan costs, e.g. "$5.00 per month, 1,000 calls a month included,
-    then $0.01 per call"."""
+    then $0.01 per call" or "$9.00 per month, stops at 5,000 calls a month". The amounts and
+    the cap are billing.pricing's (`plan_headline_amount`, `plan_terms`), as the gateway
+    charges them."""
 
     def money(amount: int) -> str:
         return money_format(amount=amount, currency=currency)
 
-    if kind == "free":
-        parts = ["Free"]
-    elif kind == "one_time":
-        parts = [f"{money(unit_amount)} once"]
-    elif kind == "subscription":
-        parts = [f"{money(unit_amount)} per month"]
-    elif kind == "per_call":
-        parts = [f"{money(per_call_amount)} per call"]
-    else:
-        parts = [PLAN_KIND_LABELS.get(kind, kind)]
+    headline = money(
+        plan_headline_amount(kind=kind, unit_amount=unit_amount, per_call_amount=per_call_amount)
+    )
+    lead = {
+        "free": "Free",
+        "one_time": f"{headline} once",
+        "subscription": f"{headline} per month",
+        "per_call": f"{headline} per call",
+    }
+    parts = [lead.get(kind, PLAN_KIND_LABELS.get(kind, kind))]
     if included_calls is not None:
-        parts.append(f"{count_format(included_calls)} calls a month included")
-        if kind == "subscription" and not hard_cap and overage_amount:
-            parts.append(f"then {money(overage_amount)} per call")
-        elif hard_cap or kind in ("free", "one_time"):
-            parts.append("no calls past that until the next month")
+        calls = count_format(included_calls)
+        past, _tools, capped, _other = plan_terms(
+            kind=kind,
+            hard_cap=hard_cap,
+            included_calls=included_calls,
+            per_call_amount=per_call_amount,
+            overage_amount=overage_amount,
+            tool_prices=None,
+            tools=None,
+        )
+        if capped:
+            parts.append(f"stops at {calls} calls a month")
+        elif kind == "per_call":
+            parts.append(f"the first {calls} calls a month free")
+        else:
+            parts.append(f"{calls} calls a month included")
+            if past:
+                parts.append(f"then {money(past)} per call")
     return ", ".join(parts)
 
 

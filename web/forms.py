@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from billing.models import RATE_LIMIT_MAX_PER_MINUTE, PlanKind
+from billing.pricing import plan_amount_errors, tool_price_refusal
 
 MONEY_HELP = "In the plan's currency, e.g. 4.90 or 0.05 (whole cents)."
 
@@ -166,18 +167,39 @@ TOOL_PRICES_HELP = (
 )
 
 
+# Which inputs each plan kind uses (the rest are hidden by static/web/app.js and ignored here,
+# so the form also works without JavaScript). Name, rate limit and tool prices apply to all.
+PLAN_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "free": ("included_calls",),
+    "one_time": ("unit_amount", "included_calls"),
+    "subscription": ("unit_amount", "included_calls", "hard_cap", "overage_amount"),
+    "per_call": ("per_call_amount", "included_calls"),
+}
+PLAN_KIND_ONLY_FIELDS = frozenset(f for fields in PLAN_KIND_FIELDS.values() for f in fields)
+
+
 class PlanCreateForm(forms.Form):
+    """A new plan. Amounts are checked by `billing.pricing.plan_amount_errors`, the function the
+    service runs too, so a minimum reads "at least $0.50 a month" here and in the API."""
+
     kind = forms.ChoiceField(label="Kind", choices=PlanKind.choices)
     name = forms.CharField(label="Plan name", max_length=100, required=False)
     unit_amount = MoneyField(
         label="Price", required=False, help_text="One-time price, or the monthly subscription."
     )
     per_call_amount = MoneyField(label="Price per call", required=False)
-    overage_amount = MoneyField(
-        label="Overage per call", required=False, help_text="Subscriptions past their calls."
+    included_calls = forms.IntegerField(
+        label="Included calls a month",
+        required=False,
+        min_value=0,
+        help_text="Empty for unlimited. On pay per call, these calls are free each month.",
     )
-    included_calls = forms.IntegerField(label="Included calls a month", required=False, min_value=0)
     hard_cap = forms.BooleanField(label="Stop at the included calls (no overage)", required=False)
+    overage_amount = MoneyField(
+        label="Overage per call",
+        required=False,
+        help_text="What each call past the included calls costs (unless you stop there).",
+    )
     rate_limit_per_minute = forms.IntegerField(
         label="Rate limit (tool calls a minute)",
         help_text=(
@@ -191,6 +213,58 @@ class PlanCreateForm(forms.Form):
     tool_prices = ToolPricesField(
         label="Tool prices", required=False, help_text=TOOL_PRICES_HELP, max_length=2000
     )
+
+    def __init__(self, *args: Any, currency: str = "usd", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+
+    def field_rows(self) -> list[tuple[forms.BoundField, str]]:
+        """Each field with the kinds it belongs to ("" = every kind), for the page's
+        `data-plan-kinds` (the script shows only the chosen kind's inputs)."""
+        rows = []
+        for bound in self:
+            kinds = [k for k, names in PLAN_KIND_FIELDS.items() if bound.name in names]
+            rows.append((bound, " ".join(kinds) if bound.name in PLAN_KIND_ONLY_FIELDS else ""))
+        return rows
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind not in PLAN_KIND_FIELDS:
+            return data
+        used = PLAN_KIND_FIELDS[kind]
+        for name in PLAN_KIND_ONLY_FIELDS - set(used):  # another kind's input: ignored
+            data[name] = False if name == "hard_cap" else None
+            self.errors.pop(name, None)
+        if kind == "one_time":
+            data["hard_cap"] = True  # nothing to bill overage against (plans.plan_create)
+        if kind == "subscription" and data.get("included_calls") is None:
+            data["hard_cap"] = False
+            data["overage_amount"] = None  # unlimited calls: there is no overage
+            self.errors.pop("overage_amount", None)
+        if any(name in self.errors for name in used):
+            return data
+        problems = plan_amount_errors(
+            kind=kind,
+            currency=self.currency,
+            unit_amount=data.get("unit_amount") or 0,
+            per_call_amount=data.get("per_call_amount") or 0,
+            overage_amount=data.get("overage_amount") or 0,
+            hard_cap=bool(data.get("hard_cap")),
+            included_calls=data.get("included_calls"),
+        )
+        for name, text in problems.items():
+            self.add_error(None if name == "__all__" else name, text)
+        if "tool_prices" in data and not problems:
+            refusal = tool_price_refusal(
+                kind=kind,
+                hard_cap=bool(data.get("hard_cap")),
+                included_calls=data.get("included_calls"),
+                tool_prices=data.get("tool_prices") or {},
+            )
+            if refusal:
+                self.add_error("tool_prices", refusal)
+        return data
 
 
 class PriceChangeForm(forms.Form):

@@ -320,3 +320,27 @@ def sales_recent_for_creator(
     if listing_id is not None:
         sales = sales.filter(listing_id=listing_id)
     return sales.select_related("listing").order_by("-created_at")[:limit]
+
+
+# Columns of a usage export, in order (web.exports writes the header from these).
+USAGE_EXPORT_FIELDS = ("occurred_at", "tool", "outcome", "unit_amount", "currency", "call_id")
+
+
+def usage_events_for_export(
+    *,
+    start: datetime,
+    end: datetime,
+    license_id: int | None = None,
+    listing_id: int | None = None,
+) -> QuerySet[UsageEvent, tuple[Any, ...]]:
+    """One license's or one listing's calls in [start, end), oldest first, as tuples of
+    `USAGE_EXPORT_FIELDS`, for a CSV export that reads it in chunks (a chunked cursor), so
+    a large month is never held in memory. The caller checks ownership."""
+    if (license_id is None) == (listing_id is None):
+        raise ValueError("Give exactly one of license_id and listing_id.")
+    events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    if license_id is not None:
+        events = events.filter(license_id=license_id)  # the (license_id, occurred_at) index
+    elif listing_id is not None:
+        events = events.filter(listing_id=listing_id)
+    return events.order_by("occurred_at", "id").values_list(*USAGE_EXPORT_FIELDS)

@@ -254,6 +254,12 @@ def _plan_offer(plan: Plan) -> PlanOffer:
     )
 
 
+def plan_offer_get(*, plan: Plan) -> PlanOffer:
+    """One plan as the listing page shows it (summary, per-tool prices, the cap), for the
+    other pages that summarise a plan: the buy page, the creator's plan list. Two queries."""
+    return _plan_offer(plan)
+
+
 def _tool_offers(raw_tools: object, plans: list[PlanOffer]) -> list[ToolOffer]:
     """The stored tool list with each plan's price; a tool every plan excludes is hidden (the
     gateway hides it from tools/list on each of them)."""

@@ -26,7 +26,7 @@ from billing.models import (
     PlanKind,
     PlanPrice,
 )
-from billing.pricing import tool_price_refusal
+from billing.pricing import plan_amount_errors, tool_price_refusal
 from billing.services.creators import listing_require_owned
 from billing.services.licenses import invalidate_licenses_on_commit, invalidate_plan_on_commit
 from common.exceptions import ApplicationError
@@ -85,29 +85,28 @@ def _clean_tools(tools: list[str] | None, tool_prices: dict[str, Any]) -> list[s
 def _validate_amounts(
     *,
     kind: str,
+    currency: str,
     unit_amount: int,
     per_call_amount: int,
     overage_amount: int,
     hard_cap: bool,
     included_calls: int | None,
 ) -> None:
-    if min(unit_amount, per_call_amount, overage_amount) < 0:
-        raise ApplicationError("Prices cannot be negative.")
-    if kind == PlanKind.FREE and (unit_amount or per_call_amount or overage_amount):
-        raise ApplicationError("A free plan has no prices.")
-    if kind == PlanKind.ONE_TIME and unit_amount < 50:
-        raise ApplicationError("A one-time license costs at least 50 minor units.")
-    if kind == PlanKind.SUBSCRIPTION:
-        if unit_amount < 50:
-            raise ApplicationError("A subscription costs at least 50 minor units a month.")
-        if not hard_cap and included_calls is not None and overage_amount <= 0:
-            raise ApplicationError("Set an overage price per call, or a hard cap.")
-        if overage_amount and (hard_cap or included_calls is None):
-            # Overage is charged only past included calls on an uncapped plan (billing.pricing);
-            # anywhere else it would be shown and never charged.
-            raise ApplicationError("An overage price needs included calls and no hard cap.")
-    if kind == PlanKind.PER_CALL and per_call_amount <= 0:
-        raise ApplicationError("A pay-per-call plan needs a price per call.")
+    """The minimums and combinations of `billing.pricing.plan_amount_errors` (the plan form
+    asks the same function), as one ApplicationError naming the fields."""
+    errors = plan_amount_errors(
+        kind=kind,
+        currency=currency,
+        unit_amount=unit_amount,
+        per_call_amount=per_call_amount,
+        overage_amount=overage_amount,
+        hard_cap=hard_cap,
+        included_calls=included_calls,
+    )
+    if errors:
+        # Shaped like a validation error's `extra.fields` (common.api.exceptions).
+        fields = {name: [text] for name, text in errors.items()}
+        raise ApplicationError(" ".join(errors.values()), extra={"fields": fields})
 
 
 def _price_models_refresh(*, listing_id: int) -> None:
@@ -152,8 +151,10 @@ def plan_create(
         raise ApplicationError("Unknown plan kind.")
     if kind == PlanKind.ONE_TIME:
         hard_cap = True  # a perpetual license has nothing to bill overage against
+    currency = (currency or settings.DEFAULT_CURRENCY).lower()
     _validate_amounts(
         kind=kind,
+        currency=currency,
         unit_amount=unit_amount,
         per_call_amount=per_call_amount,
         overage_amount=overage_amount,
@@ -170,7 +171,7 @@ def plan_create(
             kind=kind,
             # Shown to buyers: cleaned like registry text (no bidi overrides, no controls).
             name=clean_text(name, max_length=100) or PlanKind(kind).label,
-            currency=(currency or settings.DEFAULT_CURRENCY).lower(),
+            currency=currency,
             included_calls=included_calls,
             hard_cap=hard_cap,
             rate_limit_per_minute=rate_limit_per_minute,
@@ -287,6 +288,7 @@ def plan_price_change(
         )
         _validate_amounts(
             kind=locked.kind,
+            currency=locked.currency,
             unit_amount=new.unit_amount,
             per_call_amount=new.per_call_amount,
             overage_amount=new.overage_amount,

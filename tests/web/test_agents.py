@@ -99,7 +99,7 @@ def test_listing_markdown_shows_gateway_plans_prices_and_how_to_buy(client, shop
     assert f"[{site}/mcp/{WEATHER}]({site}/mcp/{WEATHER})" in text
     # Plans, with money rendered from integer minor units.
     assert "### Hobby (Free)" in text
-    assert "- Price: Free, 100 calls a month included, no calls past that" in text
+    assert "- Price: Free, stops at 100 calls a month" in text
     assert "### Metered (Pay per call)" in text
     assert "- Price: $0.03 per call" in text
     assert "  - `forecast_hourly`: $0.10 per call" in text
@@ -280,9 +280,7 @@ def test_money_and_price_summaries():
         included_calls=5000,
         hard_cap=True,
     )
-    assert summary == (
-        "$9.00 per month, 5,000 calls a month included, no calls past that until the next month"
-    )
+    assert summary == "$9.00 per month, stops at 5,000 calls a month"
     assert (
         plan_price_summary(
             kind="one_time",

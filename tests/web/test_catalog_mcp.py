@@ -153,7 +153,7 @@ def test_get_listing_has_plans_prices_tools_and_gateway(data: Shop):
     assert info["remotes"][0]["url"] == "https://weather.acme.example/mcp"
     assert info["packages"][0]["identifier"] == "@acme/weather-mcp"
     plans = {p["kind"]: p for p in info["plans"]}
-    assert plans["free"]["price"].startswith("Free, 100 calls a month included")
+    assert plans["free"]["price"] == "Free, stops at 100 calls a month"
     assert plans["per_call"]["per_call_amount"] == 3
     assert plans["per_call"]["price"] == "$0.03 per call"
     assert plans["per_call"]["buy_url"] == f"{site}/billing/buy/{data.per_call.pk}"

@@ -7,8 +7,8 @@ from typing import Any
 from django import template
 
 from web.clients import client_snippets
-from web.formatting import money_format
-from web.selectors import gateway_url
+from web.formatting import count_format, money_format
+from web.selectors import PlanOffer, gateway_url, plan_offer_get
 
 register = template.Library()
 
@@ -23,6 +23,25 @@ def money(amount: object, currency: object = "usd") -> str:
     except (TypeError, ValueError):
         return "\u2013"
     return money_format(amount=value, currency=str(currency or "usd"))
+
+
+@register.filter
+def count(value: object) -> str:
+    """A count with thousands separators: {{ 12345|count }} -> "12,345" (web.formatting)."""
+    if value is None or value == "":
+        return "\u2013"
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(value)
+    return count_format(number)
+
+
+@register.simple_tag
+def plan_offer(plan: Any) -> PlanOffer:
+    """A plan as the listing page summarises it (web.selectors.plan_offer_get): its price line
+    with the cap and its per-tool prices, from billing.pricing."""
+    return plan_offer_get(plan=plan)
 
 
 @register.filter

@@ -45,6 +45,29 @@
     window.setTimeout(function () { button.textContent = label; }, 2000);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { reveal(document); });
+  // Plan forms (<form data-plan-form>): show only the inputs of the chosen kind
+  // (data-plan-kinds="one_time subscription"); overage only when calls can go past the included
+  // ones. Hidden inputs are still sent, and the server ignores them, as it does without this file.
+  function planForm(form) {
+    var kind = form.querySelector("select[name=kind]");
+    if (!kind) { return; }
+    var cap = form.querySelector("input[name=hard_cap]");
+    function update() {
+      form.querySelectorAll("[data-plan-kinds]").forEach(function (row) {
+        var kinds = row.getAttribute("data-plan-kinds").split(" ");
+        row.hidden = kinds.indexOf(kind.value) === -1;
+      });
+      var overage = form.querySelector(".plan-field--overage_amount");
+      if (overage && cap && kind.value === "subscription") { overage.hidden = cap.checked; }
+    }
+    kind.addEventListener("change", update);
+    if (cap) { cap.addEventListener("change", update); }
+    update();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    reveal(document);
+    document.querySelectorAll("form[data-plan-form]").forEach(planForm);
+  });
   document.addEventListener("htmx:afterSwap", function (event) { reveal(event.target); });
 })();
