@@ -4,6 +4,7 @@ agents' markdown) and before `marketplace.urls`, whose plain detail page this on
 from django.urls import path
 
 from web import consent, creators, home, onboarding, review_pages, subscriptions, tokens, views
+from web.exports import license_usage_csv, listing_usage_csv
 
 app_name = "ui"
 
@@ -16,6 +17,11 @@ urlpatterns = [
     path("accounts/signup/", views.signup_page, name="signup"),
     path("me/licenses/", views.licenses_page, name="licenses"),
     path("me/licenses/<int:license_id>/", views.license_page, name="license"),
+    path(
+        "me/licenses/<int:license_id>/usage.csv",
+        license_usage_csv,
+        name="license-usage-csv",
+    ),
     path(
         "me/licenses/<int:license_id>/subscription/",
         subscriptions.license_subscription_action,
@@ -44,5 +50,10 @@ urlpatterns = [
         name="creator-onboard-return",
     ),
     path("creator/claim/", views.creator_claim_page, name="creator-claim"),
+    path(
+        "creator/listings/<path:name>/usage.csv",
+        listing_usage_csv,
+        name="creator-listing-usage-csv",
+    ),
     path("creator/listings/<path:name>/", views.creator_listing_page, name="creator-listing"),
 ]

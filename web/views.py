@@ -11,6 +11,7 @@ Responses that carry a raw key are `no-store` and the key is never kept anywhere
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
@@ -39,7 +40,8 @@ from web import reports
 from web.charts import bar_chart
 from web.clients import client_snippets
 from web.creators import creator_handle_for_owner
-from web.formatting import money_format
+from web.exports import previous_month
+from web.formatting import count_format, money_format
 from web.forms import (
     BecomeCreatorForm,
     ClaimForm,
@@ -53,7 +55,7 @@ from web.forms import (
     tool_prices_text,
 )
 from web.review_pages import reviews_context
-from web.selectors import gateway_url, listing_offer_get
+from web.selectors import gateway_url, listing_offer_get, plan_offer_get
 from web.subscriptions import subscription_context
 
 if TYPE_CHECKING:
@@ -62,6 +64,9 @@ if TYPE_CHECKING:
     from billing.models import License
 
 logger = logging.getLogger(__name__)
+
+# A listing page lists at most this many of the visitor's own licenses for it.
+MAX_HELD_SHOWN = 10
 
 
 def _user(request: HttpRequest) -> User:
@@ -83,7 +88,16 @@ def listing_page(request: HttpRequest, name: str) -> HttpResponse:
     if offer is None:
         raise Http404("No listing with this name.")
     listing = offer.listing
+    held = []
+    if request.user.is_authenticated:
+        # So nobody buys twice by accident: what they hold here, above the buy buttons.
+        held = list(
+            billing_selectors.license_list_for_buyer(buyer=_user(request))
+            .filter(listing_id=listing.pk)
+            .order_by("-created_at")[:MAX_HELD_SHOWN]
+        )
     context = {
+        "held_licenses": held,
         "detail": offer.detail,
         "listing": listing,
         "offer": offer,
@@ -143,7 +157,7 @@ def _usage_context(lic: License) -> dict[str, Any]:
             (
                 d.day.strftime("%d %b"),
                 d.calls,
-                f"{d.day.isoformat()}: {d.calls} call{'s' if d.calls != 1 else ''}, "
+                f"{d.day.isoformat()}: {count_format(d.calls)} call{'s' if d.calls != 1 else ''}, "
                 f"{money_format(amount=d.spend, currency=currency)}",
             )
             for d in report.days
@@ -153,7 +167,11 @@ def _usage_context(lic: License) -> dict[str, Any]:
     tool_chart = bar_chart(
         title="Calls per tool",
         points=[
-            (t.tool[:12], t.calls, f"{t.tool}: {t.calls} calls, {t.errors} errors")
+            (
+                t.tool[:12],
+                t.calls,
+                f"{t.tool}: {count_format(t.calls)} calls, {count_format(t.errors)} errors",
+            )
             for t in report.tools[:12]
         ],
     )
@@ -176,6 +194,7 @@ def _license_context(request: HttpRequest, lic: License, **extra: Any) -> dict[s
         ),
         "overlap_hours": settings.BILLING_KEY_ROTATION_OVERLAP_HOURS,
         "currency": lic.plan.currency,
+        "last_month": previous_month(),
         **_usage_context(lic),
         **subscription_context(lic),
         **extra,
@@ -302,6 +321,30 @@ def _owned_listings(user: User) -> list[Listing]:
     return list(Listing.objects.filter(owner_id=user.pk).order_by("name")[:200])
 
 
+@dataclass(frozen=True, slots=True)
+class OwnedListing:
+    listing: Listing
+    health: reports.Health | None  # None: not hosted here
+
+
+def _owned_listings_with_health(user: User) -> list[OwnedListing]:
+    """The creator's listings with the badge their public page shows (the same
+    `reports.upstream_health_get`), read only for the ones we host."""
+    listings = _owned_listings(user)
+    hosted = set(
+        HostedUpstream.objects.filter(listing__in=listings).values_list("listing_id", flat=True)
+    )
+    return [
+        OwnedListing(
+            listing=listing,
+            health=reports.upstream_health_get(listing_id=listing.pk)
+            if listing.pk in hosted
+            else None,
+        )
+        for listing in listings
+    ]
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -322,7 +365,7 @@ def creator_page(request: HttpRequest) -> HttpResponse:
         context.update(
             {
                 "connect": getattr(creator, "connect", None),
-                "listings": _owned_listings(user),
+                "listings": _owned_listings_with_health(user),
                 "earnings": reports.earnings_for_creator(creator_id=creator.pk),
                 "statements": billing_selectors.creator_statement_list(
                     creator_id=creator.pk, month=timezone.now().date()
@@ -403,6 +446,7 @@ def _plan_rows(listing: Listing) -> list[dict[str, Any]]:
             {
                 "plan": plan,
                 "price": latest,
+                "offer": plan_offer_get(plan=plan),
                 "pending": latest.effective_at > timezone.now(),
                 "form": PriceChangeForm(initial=initial, prefix=f"plan{plan.pk}"),
             }
@@ -429,7 +473,9 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
             "enabled": upstream.enabled if upstream else True,
         }
     )
-    plan_form = PlanCreateForm(initial={"rate_limit_per_minute": 60})
+    plan_form = PlanCreateForm(
+        initial={"rate_limit_per_minute": 60}, currency=settings.DEFAULT_CURRENCY
+    )
     here = reverse("ui:creator-listing", kwargs={"name": listing.name})
     connection = None  # a "Test connection" result, shown on this response only
     if request.method == "POST":
@@ -457,7 +503,7 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
                     messages.success(request, "Upstream saved.")
                     return redirect(here + "#upstream")
         elif section == "plan":
-            plan_form = PlanCreateForm(request.POST)
+            plan_form = PlanCreateForm(request.POST, currency=settings.DEFAULT_CURRENCY)
             if plan_form.is_valid():
                 data = plan_form.cleaned_data
                 try:
@@ -476,7 +522,7 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
                         tools=_discovered_tools(listing),
                     )
                 except ApplicationError as exc:
-                    plan_form.add_error(None, exc.message)
+                    _form_errors_from(plan_form, exc)
                 else:
                     messages.success(request, "Plan created.")
                     _tools_approve(request, listing, with_prices=True)
@@ -500,6 +546,7 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
         "plans": _plan_rows(listing),
         "kinds": PlanKind.choices,
         "tool_stats": reports.tool_stats_for_listing(listing_id=listing.pk),
+        "last_month": previous_month(),
         "earnings": reports.earnings_for_creator(creator_id=creator.pk, listing_id=listing.pk),
         "recent_sales": reports.sales_recent_for_creator(
             creator_id=creator.pk, listing_id=listing.pk
@@ -512,6 +559,17 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
     }
     status = 400 if request.method == "POST" else 200
     return render(request, "web/creator_listing.html", context, status=status)
+
+
+def _form_errors_from(form: PlanCreateForm, exc: ApplicationError) -> None:
+    """A service's refusal on the fields it names (`extra.fields`), else above the form."""
+    fields = exc.extra.get("fields") or {}
+    named = {k: v for k, v in fields.items() if k in form.fields and isinstance(v, list)}
+    if not named:
+        form.add_error(None, exc.message)
+    for name, texts in named.items():
+        for text in texts:
+            form.add_error(name, str(text))
 
 
 def _tools_approve(request: HttpRequest, listing: Listing, *, with_prices: bool) -> None:
