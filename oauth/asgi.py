@@ -8,10 +8,12 @@ The `mcp` SDK's Starlette handlers serve RFC 8414 metadata, /oauth/authorize, /o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.handlers.register import RegistrationHandler
@@ -31,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common.clientaddr import client_address, trusted_networks
 from oauth import services
 from oauth.provider import HashedSecretAuthenticator, TollboothProvider
 
@@ -52,6 +55,36 @@ def _cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
 
 def _limited(app: ASGIApp) -> ASGIApp:
     return RequestBodyLimitMiddleware(app, DEFAULT_MAX_REQUEST_BODY_SIZE)
+
+
+def _registration_throttled(app: ASGIApp) -> ASGIApp:
+    """Registration is open to anyone (RFC 7591, as MCP clients expect), so each client address
+    may register `OAUTH_REGISTRATIONS_PER_HOUR` clients an hour (a client registers once per
+    person and site); past it, 429 with Retry-After. Counted in the cache (Redis in
+    production), so all web processes share the count."""
+
+    async def throttled(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "POST":
+            address = client_address(dict(scope), trusted_networks(settings.TRUSTED_PROXIES))
+            window = int(time.time()) // 3600
+            name = f"tb:oauth:reg:{address}:{window}"
+            try:
+                await cache.aadd(name, 0, timeout=3600)
+                count = await cache.aincr(name)
+            except Exception:  # the cache being down must not stop registration
+                count = 0
+            if count > settings.OAUTH_REGISTRATIONS_PER_HOUR:
+                retry = 3600 - int(time.time()) % 3600
+                body = {
+                    "error": "too_many_requests",
+                    "error_description": "Too many client registrations from this address.",
+                }
+                response = JSONResponse(body, 429, headers={"Retry-After": str(retry)})
+                await response(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return throttled
 
 
 async def _protected_resource(request: Request) -> Response:
@@ -122,7 +155,9 @@ def build_router() -> Router:
         Route(
             "/oauth/register",
             _cors(
-                _limited(request_response(RegistrationHandler(provider, registration).handle)),
+                _registration_throttled(
+                    _limited(request_response(RegistrationHandler(provider, registration).handle))
+                ),
                 ["POST", "OPTIONS"],
             ),
             methods=["POST", "OPTIONS"],

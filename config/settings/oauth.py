@@ -9,6 +9,8 @@ OAUTH_REFRESH_TOKEN_SECONDS = max(env_int("OAUTH_REFRESH_TOKEN_SECONDS", 30 * 24
 OAUTH_CODE_SECONDS = 300
 # Long enough to sign up and buy a plan through Checkout inside the consent flow.
 OAUTH_AUTHORIZATION_REQUEST_SECONDS = 3600
+# Dynamic registration is anonymous: clients registered per client address and hour.
+OAUTH_REGISTRATIONS_PER_HOUR = env_int("OAUTH_REGISTRATIONS_PER_HOUR", 30)
 OAUTH_MAX_CONNECTIONS_PER_LICENSE = env_int("OAUTH_MAX_CONNECTIONS_PER_LICENSE", 20)
 # Client ID Metadata Documents are fetched through the SSRF guard with these bounds.
 OAUTH_CLIENT_METADATA_MAX_BYTES = 64 * 1024
