@@ -59,10 +59,11 @@ def month_bounds_utc(month: str | None, *, today: date | None = None) -> tuple[d
     return start, end
 
 
-def previous_month(today: date | None = None) -> str:
+def previous_month(today: date | None = None) -> date:
+    """The first day of last month (UTC), for the pages' "last month" export link."""
     today = today or datetime.now(tz=UTC).date()
     year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
-    return f"{year:04d}-{month:02d}"
+    return date(year, month, 1)
 
 
 def _cell(text: str) -> str:

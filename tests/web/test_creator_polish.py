@@ -9,7 +9,7 @@ import csv
 import io
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -334,7 +334,10 @@ def test_buyer_downloads_their_license_usage_as_csv(client: Client) -> None:
     client.force_login(lic.buyer)
     page = client.get(f"/me/licenses/{lic.pk}/").content.decode()
     assert f'href="/me/licenses/{lic.pk}/usage.csv"' in page
-    assert f'href="/me/licenses/{lic.pk}/usage.csv?month={previous_month()}"' in page
+    last = previous_month()
+    assert (
+        f'href="/me/licenses/{lic.pk}/usage.csv?month={last:%Y-%m}" download>{last:%B %Y}' in page
+    )
 
     response = client.get(f"/me/licenses/{lic.pk}/usage.csv")
     assert response.status_code == 200
@@ -356,10 +359,10 @@ def test_buyer_downloads_their_license_usage_as_csv(client: Client) -> None:
     assert rows[2] == [rows[2][0], "'=cmd|calc", "tool_error", "0.00", "USD", str(failed.call_id)]
     assert len(rows) == 3
 
-    last = _rows(
+    earlier = _rows(
         client.get(f"/me/licenses/{lic.pk}/usage.csv?month={start - timedelta(days=1):%Y-%m}")
     )
-    assert len(last) == 2
+    assert len(earlier) == 2  # the header and the call just before this month
 
 
 def test_only_the_owner_gets_a_usage_export(client: Client) -> None:
@@ -419,7 +422,7 @@ def test_month_bounds_are_utc_months() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
     )
-    assert previous_month(datetime(2026, 1, 15, tzinfo=UTC).date()) == "2025-12"
+    assert previous_month(datetime(2026, 1, 15, tzinfo=UTC).date()) == date(2025, 12, 1)
     now = timezone.now()
     start, end = month_bounds_utc(None)
     assert start <= now < end
