@@ -5,14 +5,19 @@ must still treat it as untrusted (never render it as HTML).
 """
 
 from dataclasses import asdict
+from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from common.api.pagination import DefaultPagination
@@ -29,7 +34,7 @@ from marketplace.selectors import (
     ListingOfferSummary,
     listing_detail_get,
     listing_offer_summaries,
-    listing_search,
+    listing_search_run,
     normalise_query,
 )
 
@@ -118,6 +123,85 @@ class ListingOutputSerializer(serializers.Serializer[Any]):
         return f"/servers/{quote(listing.name, safe='/')}"
 
 
+def _facets(value: str) -> list[str]:
+    return [token for token in (value or "").split(",") if token]
+
+
+def _datetime(value: datetime | None, tz: tzinfo) -> str | None:
+    """As DRF's DateTimeField writes it: ISO 8601 in the current time zone, UTC as "Z"."""
+    if not value:
+        return None
+    text = value.astimezone(tz).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def listing_output(listing: Listing, offer: ListingOfferSummary, tz: tzinfo) -> dict[str, Any]:
+    """ListingOutputSerializer's output, written out: the serializer's field machinery cost
+    ~0.15 ms a row (16 ms for a page of 100). The serializer stays the schema;
+    tests/marketplace/test_api_output.py checks both give the same JSON."""
+    name = listing.name
+    return {
+        "name": name,
+        "title": listing.title,
+        "display_title": listing.display_title,
+        "description": listing.description,
+        "source": listing.source,
+        "latest_version": listing.latest_version,
+        "version_count": listing.version_count,
+        "status": listing.status,
+        "status_message": listing.status_message,
+        "website_url": listing.website_url,
+        "repository_url": listing.repository_url,
+        "published_at": _datetime(listing.published_at, tz),
+        "upstream_updated_at": _datetime(listing.upstream_updated_at, tz),
+        "has_remote": listing.has_remote,
+        "has_package": listing.has_package,
+        "package_types": _facets(listing.package_types),
+        "transports": _facets(listing.transports),
+        "price_models": _facets(listing.price_models),
+        "api_url": f"/api/v1/listings/{quote(name, safe='/')}",
+        "page_url": f"/servers/{quote(name, safe='/')}",
+        "offer": {
+            "hosted": offer.hosted,
+            "free_plan": offer.free_plan,
+            "price_from": offer.price_from,
+            "price_from_amount": offer.price_from_amount,
+            "currency": offer.currency,
+        },
+        "popularity": {
+            "calls_30d": listing.calls_30d,
+            "buyers": listing.buyers,
+            "uptime": _float(listing.uptime),
+            "rating_avg": _float(listing.rating_avg),
+            "rating_count": listing.rating_count,
+        },
+    }
+
+
+class FastJSONRenderer(JSONRenderer):
+    """DRF's JSON (compact, UTF-8, U+2028/2029 escaped) written by orjson, ~10x faster on a
+    page of results; anything orjson does not know goes through DRF's encoder."""
+
+    _default = JSONEncoder().default
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
+    ) -> bytes:
+        if data is None:
+            return b""
+        if self.get_indent(accepted_media_type or "", renderer_context or {}) is not None:
+            return super().render(data, accepted_media_type, renderer_context)
+        out = orjson.dumps(data, default=self._default)
+        return out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+
+
 class ListingPageSerializer(serializers.Serializer[Any]):
     count = serializers.IntegerField(
         help_text=f"Matches, counted up to {SEARCH_COUNT_CAP} when there is a query."
@@ -125,6 +209,10 @@ class ListingPageSerializer(serializers.Serializer[Any]):
     count_capped = serializers.BooleanField(help_text="True when there are more than `count`.")
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
+    corrected_query = serializers.CharField(
+        help_text='When no word of `q` matched: the query with its words corrected ("githb" -> '
+        '"github"), which these results are for; otherwise empty.'
+    )
     results = ListingOutputSerializer(many=True)
 
 
@@ -173,6 +261,8 @@ class ListingListApi(APIView):
             required=False, min_value=1, max_value=DefaultPagination.max_page_size
         )
 
+    renderer_classes = [FastJSONRenderer]
+
     @extend_schema(
         operation_id="listings_list",
         parameters=[FilterSerializer],
@@ -184,13 +274,19 @@ class ListingListApi(APIView):
         data: dict[str, Any] = dict(filters.validated_data)
         data.pop("page", None)
         data.pop("page_size", None)
-        listings = listing_search(**data)
-        paginator = ListingSearchPagination(query=normalise_query(data.get("q")))
-        page = paginator.paginate_queryset(listings, request, view=self)
+        found = listing_search_run(**data)
+        paginator = ListingSearchPagination(
+            query=normalise_query(data.get("q")),
+            known_count=found.known_count,
+            corrected_query=found.corrected_query,
+        )
+        page = paginator.paginate_queryset(found.listings, request, view=self)
         results = list(page or [])
         offers = listing_offer_summaries(listing_ids=[listing.pk for listing in results])
-        serializer = ListingOutputSerializer(results, many=True, context={"offers": offers})
-        return paginator.get_paginated_response(serializer.data)
+        tz = timezone.get_current_timezone()
+        return paginator.get_paginated_response(
+            [listing_output(item, offers.get(item.pk, NO_OFFER), tz) for item in results]
+        )
 
 
 class VersionOutputSerializer(serializers.Serializer[Any]):
@@ -228,6 +324,8 @@ class ListingDetailOutputSerializer(ListingOutputSerializer):
 class ListingDetailApi(APIView):
     """One listing by its registry name (case-sensitive, keeps its slash)."""
 
+    renderer_classes = [FastJSONRenderer]
+
     @extend_schema(
         operation_id="listings_retrieve",
         parameters=[
@@ -247,7 +345,8 @@ class ListingDetailApi(APIView):
         # The schema is ListingDetailOutputSerializer; the parts are serialised separately
         # because the listing is a model and the rest comes from the mirror's JSON.
         offers = listing_offer_summaries(listing_ids=[detail.listing.pk])
-        data = dict(ListingOutputSerializer(detail.listing, context={"offers": offers}).data)
+        offer = offers.get(detail.listing.pk, NO_OFFER)
+        data = listing_output(detail.listing, offer, timezone.get_current_timezone())
         data["versions"] = VersionOutputSerializer(detail.versions, many=True).data
         data["versions_truncated"] = detail.versions_truncated
         data["remotes"] = RemoteOutputSerializer(detail.remotes, many=True).data

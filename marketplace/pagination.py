@@ -5,7 +5,7 @@ A query like "server" matches most of the catalogue; an exact COUNT(*) then read
 at most `CappedCountPaginator.cap` matches (and say so); browsing without one counts exactly.
 """
 
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, cast
 
 from django.core.paginator import Page, Paginator
@@ -30,9 +30,11 @@ DEFERRED_JOIN_MIN_OFFSET = 1000
 class CappedCountPaginator(_PaginatorBase):
     cap: int | None = SEARCH_COUNT_CAP
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, known_count: int | None = None, **kwargs: Any) -> None:
+        """`known_count`: how many match, when the search already read them (capped here)."""
         super().__init__(*args, **kwargs)
         self.capped = False
+        self.known_count = known_count
 
     def page(self, number: Any) -> Any:
         """A deep page reads the ids past the offset first (an index-only scan on
@@ -51,6 +53,9 @@ class CappedCountPaginator(_PaginatorBase):
 
     @cached_property
     def count(self) -> int:
+        if self.known_count is not None:
+            self.capped = self.cap is not None and self.known_count > self.cap
+            return self.known_count if self.cap is None else min(self.known_count, self.cap)
         if self.cap is None:
             return int(super().count)
         # Only the keys: the ranking's annotations and ordering would be computed for nothing.
@@ -72,8 +77,14 @@ def paginator_class_for(*, query: str) -> type[CappedCountPaginator]:
 class ListingSearchPagination(DefaultPagination):
     """DRF page-number pagination with the catalogue's count policy and `count_capped`."""
 
-    def __init__(self, *, query: str) -> None:
-        self.django_paginator_class = paginator_class_for(query=query)
+    def __init__(
+        self, *, query: str, known_count: int | None = None, corrected_query: str = ""
+    ) -> None:
+        # DRF calls this with (queryset, page_size).
+        self.django_paginator_class = partial(  # type: ignore[assignment]
+            paginator_class_for(query=query), known_count=known_count
+        )
+        self.corrected_query = corrected_query
 
     def get_paginated_response(self, data: Any) -> Response:
         assert self.page is not None  # noqa: S101 (set by paginate_queryset)
@@ -84,6 +95,7 @@ class ListingSearchPagination(DefaultPagination):
                 "count_capped": paginator.capped,
                 "next": self.get_next_link(),
                 "previous": self.get_previous_link(),
+                "corrected_query": self.corrected_query,
                 "results": data,
             }
         )

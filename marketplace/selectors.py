@@ -215,6 +215,10 @@ def _name_contains(base: QuerySet[Listing], query: str) -> QuerySet[Listing]:
     )
 
 
+# Set once the word table is known to exist (it only goes away with a migration backwards).
+_search_words_ready = False
+
+
 def _corrected_query(query: str) -> str | None:
     """The query with each word replaced by the closest word of the catalogue, or None if no
     word changed.
@@ -225,11 +229,14 @@ def _corrected_query(query: str) -> str | None:
     words = _WORD.findall(_INNER_PUNCT.sub(" ", query.lower()))[:MAX_CORRECTED_WORDS]
     if not words:
         return None
+    global _search_words_ready
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('marketplace_search_word') IS NOT NULL")
-        row = cursor.fetchone()
-        if not row or not row[0]:
-            return None  # pg_trgm was unavailable when migrating
+        if not _search_words_ready:
+            cursor.execute("SELECT to_regclass('marketplace_search_word') IS NOT NULL")
+            row = cursor.fetchone()
+            if not row or not row[0]:
+                return None  # pg_trgm was unavailable when migrating
+            _search_words_ready = True
         # The planner guesses 1% of the words match and may prefer scanning all of them (80 ms
         # at 55,000 words) to the trigram index (1-3 ms); for this statement only.
         cursor.execute("SET LOCAL enable_seqscan = off")
@@ -243,13 +250,26 @@ def _corrected_query(query: str) -> str | None:
     return " ".join(corrected) if corrected != words else None
 
 
+@dataclass(frozen=True, slots=True)
+class ListingSearchResult:
+    """A search's listings (lazy, the caller pages them) and what the search already knows."""
+
+    listings: QuerySet[Listing]
+    # How many match, when the search read the matching ids anyway (up to one past
+    # SEARCH_CANDIDATES): the paginator caps this instead of counting again. None: count them.
+    known_count: int | None = None
+    # The query with its words corrected, when the results are for it ("githb" -> "github").
+    corrected_query: str = ""
+
+
 def _full_text(
     base: QuerySet[Listing], text: str, *, ordering: str | None
-) -> QuerySet[Listing] | None:
+) -> ListingSearchResult | None:
     """Full-text matches of `text`, ranked or in `ordering`; None if nothing matches.
 
     The matching ids are read once (up to one past SEARCH_CANDIDATES; the GIN index stops
-    there), so the paginator's count and page work on that list instead of matching again.
+    there): their number is the count (capped like the paginator's) and the page works on
+    that list instead of matching again.
     """
     ts_query = _full_text_query(text)
     matches = base.filter(search_vector=ts_query)
@@ -257,10 +277,10 @@ def _full_text(
     if not ids:
         return None
     if ordering and ordering != "relevance":
-        return _order(matches, ordering)
+        return ListingSearchResult(_order(matches, ordering), known_count=len(ids))
     if len(ids) > SEARCH_CANDIDATES:
-        return _ranked_full_text(base, ts_query)
-    return _ranked(base.filter(_id_in(ids)), ts_query)
+        return ListingSearchResult(_ranked_full_text(base, ts_query), known_count=len(ids))
+    return ListingSearchResult(_ranked(base.filter(_id_in(ids)), ts_query), known_count=len(ids))
 
 
 def listing_search(
@@ -273,11 +293,34 @@ def listing_search(
     free_tier: bool = False,
     ordering: str | None = None,
 ) -> QuerySet[Listing]:
-    """Listings matching a search, filtered and ordered; lazy, so the caller paginates it.
+    """Listings matching a search, filtered and ordered; lazy, so the caller paginates it."""
+    return listing_search_run(
+        q=q,
+        transport=transport,
+        package_type=package_type,
+        status=status,
+        price_model=price_model,
+        free_tier=free_tier,
+        ordering=ordering,
+    ).listings
 
-    On PostgreSQL this runs one or two queries itself (how many match, capped; for a common
-    word the candidate ids), so count + page make three or four. When no word matches: names
-    containing the query, else the query with its words corrected (`_corrected_query`).
+
+def listing_search_run(
+    *,
+    q: str | None = None,
+    transport: str | None = None,
+    package_type: str | None = None,
+    status: str | None = None,
+    price_model: str | None = None,
+    free_tier: bool = False,
+    ordering: str | None = None,
+) -> ListingSearchResult:
+    """A search with what it learnt on the way: how many match and the corrected query.
+
+    On PostgreSQL a full-text search runs one or two queries itself (the matching ids, capped;
+    for a common word the candidate ids) and knows the count, so the page makes two or three.
+    When no word matches: names containing the query, else the query with its words corrected
+    (`_corrected_query`).
     """
     query = normalise_query(q)
     base = _apply_filters(
@@ -289,7 +332,9 @@ def listing_search(
         free_tier=free_tier,
     )
     if not query:
-        return _order(base, ordering if ordering and ordering != "relevance" else "name")
+        return ListingSearchResult(
+            _order(base, ordering if ordering and ordering != "relevance" else "name")
+        )
 
     if connection.vendor == "postgresql":
         found = _full_text(base, query, ordering=ordering)
@@ -302,21 +347,27 @@ def listing_search(
             corrected = _corrected_query(query)
             found = _full_text(base, corrected, ordering=ordering) if corrected else None
             if found is not None:
-                return found
+                return ListingSearchResult(
+                    found.listings, known_count=found.known_count, corrected_query=corrected or ""
+                )
+            # Nothing at all: no count and no page to read.
+            return ListingSearchResult(by_name.none(), known_count=0)
         if ordering and ordering != "relevance":
-            return _order(by_name, ordering)
-        return by_name
+            return ListingSearchResult(_order(by_name, ordering))
+        return ListingSearchResult(by_name)
     # SQLite (the demo): no full-text index, a plain scan is fine at demo sizes; buyable first.
     fallback = base.filter(
         Q(name__icontains=query) | Q(title__icontains=query) | Q(description__icontains=query)
     )
     if ordering and ordering != "relevance":
-        return _order(fallback, ordering)
+        return ListingSearchResult(_order(fallback, ordering))
     prefix_first = Case(
         When(name__istartswith=query, then=Value(0)), default=Value(1), output_field=IntegerField()
     )
-    return fallback.annotate(prefix=prefix_first, buyable=_buyable_flag()).order_by(
-        "-buyable", "prefix", "name"
+    return ListingSearchResult(
+        fallback.annotate(prefix=prefix_first, buyable=_buyable_flag()).order_by(
+            "-buyable", "prefix", "name"
+        )
     )
 
 

@@ -20,7 +20,7 @@ from marketplace.selectors import (
     ListingOfferSummary,
     listing_detail_get,
     listing_offer_summaries,
-    listing_search,
+    listing_search_run,
     normalise_query,
 )
 
@@ -48,9 +48,9 @@ def listing_search_page(
     (web's home page puts hosted servers above the mirror)."""
     form = ListingSearchForm(request.GET)
     filters = form.filters()
-    listings = listing_search(**filters)
+    found = listing_search_run(**filters)
     paginator_class = paginator_class_for(query=normalise_query(filters.get("q")))
-    paginator = paginator_class(listings, SEARCH_PAGE_SIZE)
+    paginator = paginator_class(found.listings, SEARCH_PAGE_SIZE, known_count=found.known_count)
     page = paginator.get_page(request.GET.get("page"))
     offers = listing_offer_summaries(listing_ids=[listing.pk for listing in page.object_list])
     context = {
@@ -61,6 +61,8 @@ def listing_search_page(
             for listing in page.object_list
         ],
         "query": filters.get("q", ""),
+        # "githb" found nothing as typed: the results are for "github", and the page says so.
+        "corrected_query": found.corrected_query,
         "has_filters": bool(filters),
         **(extra or {}),
     }
