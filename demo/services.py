@@ -90,6 +90,7 @@ def demo_seed(*, onboard: Callable[[str], object], upstream_url: str) -> DemoInf
         "Toolbooth gateway: free tier, lifetime license, subscription or pay per call.",
     )
     hosted_upstream_set(listing=hosted, actor=creator_user, url=upstream_url)
+    _tools_approve(listing=hosted, creator_user=creator_user)
     listings = [hosted]
     mirrored = Listing.objects.filter(name=DEMO_REGISTRY_LISTING).first()
     if mirrored is not None and mirrored.owner_id in (None, creator_user.pk):
@@ -106,6 +107,21 @@ def demo_seed(*, onboard: Callable[[str], object], upstream_url: str) -> DemoInf
         hosted_listing=name,
         gateway_url=f"{settings.SITE_URL}/mcp/{name}",
     )
+
+
+def _tools_approve(*, listing: Listing, creator_user: User) -> None:
+    """The creator approves the demo server's tools, as they would on their listing page: the
+    gateway shows no tools and refuses every call of a listing whose tools were never approved
+    (the rug-pull guard). Discovery runs here, not on the broker, so the demo serves at once;
+    approving the same tools again adds nothing."""
+    from gateway.discovery import upstream_tools_fetch
+    from gateway.services import tool_manifest_approve
+
+    upstream = upstream_tools_fetch(listing_id=listing.pk)
+    if not upstream.manifest:
+        logger.warning("demo.tools_not_found", extra={"error": upstream.tools_error})
+        return
+    tool_manifest_approve(listing=listing, actor=creator_user, expected_hash=upstream.manifest_hash)
 
 
 def demo_claim_publish(*, name: str) -> str:

@@ -38,8 +38,8 @@ from django.db import InterfaceError, OperationalError, connection
 from django.http.request import split_domain_port, validate_host
 
 from billing.entitlements import Entitlement
-from billing.keys import key_hash as hash_key
 from billing.keys import credential_is_well_formed
+from billing.keys import key_hash as hash_key
 from billing.pricing import advertised_price
 from common.clientaddr import client_address, trusted_networks
 from gateway import deferred, fastjson, metering, proxy
@@ -88,6 +88,8 @@ JSON_CT = (b"content-type", b"application/json")
 # Requests that name a task: only the key that created the task may send them.
 _TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel"})
 _QUERY_CREDENTIALS = {"key", "api_key", "apikey", "token", "access_token", "license", "auth"}
+# A tools/call on a listing whose creator never approved a manifest (the rug-pull guard).
+UNAPPROVED_MESSAGE = "This server's tools are awaiting its creator's approval."
 
 
 def _error_body(rpc_id: Any, code: int, message: str, data: Any = None) -> bytes:
@@ -358,10 +360,11 @@ class Gateway:
     def tool_refusal(self, up: UpstreamConfig, tool: str) -> tuple[str, str]:
         """(reason, message) when the approved manifest does not allow a tools/call of `tool`:
         never approved, or changed since (a pending change anywhere, or this process saw its
-        tools/list entry differ). ("", "") when it may be called. Dict lookups only."""
+        tools/list entry differ), or the creator never approved any manifest. ("", "") when it
+        may be called. Dict lookups only."""
         approved = up.approved_hashes
-        if approved is None:
-            return "", ""
+        if approved is None:  # nothing approved yet: no tool may run
+            return "manifest_unapproved", UNAPPROVED_MESSAGE
         want = approved.get(tool)
         if want is None:
             return "tool_unapproved", f"Unknown tool: {tool[:100]} (not approved by the creator)."
@@ -374,8 +377,14 @@ class Gateway:
         """A tools/list answer's tools as the creator approved them: an unchanged tool passes
         (as its approved copy, plus the upstream's unhashed `_meta`, `icons`, `execution`), a
         changed one is replaced by its approved copy, one never approved is dropped. Changes
-        are remembered for tools/call and reported off the request (Redis, else a thread)."""
-        approved = up.approved_hashes or {}
+        are remembered for tools/call and reported off the request (Redis, else a thread).
+        A listing whose creator never approved a manifest shows no tools at all (nothing is
+        reported: there is nothing to compare with). Every tools/list result that passes the
+        gateway comes here: a direct answer (JSON or SSE) and one replayed on a resumed GET
+        stream (`_Call._prices`)."""
+        approved = up.approved_hashes
+        if approved is None:
+            return []
         kept: list[dict[str, Any]] = []
         names: set[str] = set()
         for entry in tools:
@@ -615,7 +624,7 @@ class Gateway:
             return await _respond(send, 400, _error_body(rpc_id, -32600, "Bad Mcp-Session-Id."))
 
         refused, refusal = "", ""
-        if kind == KIND_CALL and up.approved_hashes is not None:
+        if kind == KIND_CALL:
             refused, refusal = self.tool_refusal(up, tool)
             if refused:  # authenticated like any request, but nothing is reserved or billed
                 kind, tool = KIND_REQUEST, ""
@@ -854,8 +863,7 @@ class _Call:
         tools = message["result"].get("tools")
         if not isinstance(tools, list):
             return None
-        if self.up.approved_hashes is not None:
-            tools = self.gw.tools_guard(self.up, tools)
+        tools = self.gw.tools_guard(self.up, tools)  # only what the creator approved
         kept = []
         for t in tools:
             if not isinstance(t, dict):
@@ -872,14 +880,21 @@ class _Call:
         return None
 
     def _deferred_meter(self, method: str) -> None:
-        """Meters for answers billed on arrival: tasks/result, and GET streams that may replay
-        the answers of this session's broken calls."""
-        if self.pending is None:
-            return
-        if self.rpc_method == "tasks/result" and self.rpc_id is not None:
+        """Meters for answers that arrive after their request: tasks/result (billed on
+        arrival), and every GET stream, which may replay the answers of this session's broken
+        calls (billed then) and of a broken tools/list (shown only as the creator approved it,
+        like a direct answer: `_prices`)."""
+        if method == "GET":
+            pending = self.pending if self.pending is not None else {}
+            self.meter = proxy.ReplayMeter(
+                pending, self._settle_replay, self._refresh, tools=self._prices
+            )
+        elif (
+            self.pending is not None
+            and self.rpc_method == "tasks/result"
+            and self.rpc_id is not None
+        ):
             self.meter = proxy.Meter(self.rpc_id, "tasks/result", _no_rewrite, self._settle_task)
-        elif method == "GET" and self.session_id:
-            self.meter = proxy.ReplayMeter(self.pending, self._settle_replay, self._refresh)
 
     async def _own_tasks(self, message: dict[str, Any]) -> None:
         """tasks/list shows only the tasks this key created (an upstream without sessions
@@ -898,6 +913,8 @@ class _Call:
         result["tasks"] = [t for tid, t in ids.items() if owners.get(tid) == key_id]
 
     async def _refresh(self) -> dict[str, Any]:
+        if self.pending is None:  # no session or anonymous: no call of its can be pending
+            return {}
         return await self.gw._pending_calls(self.session_id)
 
     async def _settle_task(self, message: dict[str, Any]) -> None:

@@ -81,19 +81,24 @@ class Meter:
 class ReplayMeter:
     """A GET stream's meter: answers to any of the session's pending calls (gateway.deferred)
     may pass on it, each settled by `settle`; `refresh` re-reads the pending set when an answer
-    we do not know passes (the POST that broke may have been remembered just after we began)."""
+    we do not know passes (the POST that broke may have been remembered just after we began).
+    `tools`, when set, rewrites in place any other answer that carries a tools/list result (a
+    `tools` array): a resumed stream may replay a tools/list answer, which must reach the
+    client exactly as a direct one would (the rug-pull guard)."""
 
-    __slots__ = ("_refreshed", "matched", "outcome", "pending", "refresh", "settle")
+    __slots__ = ("_refreshed", "matched", "outcome", "pending", "refresh", "settle", "tools")
 
     def __init__(
         self,
         pending: dict[str, Any],
         settle: Settle,
         refresh: Callable[[], Awaitable[dict[str, Any]]],
+        tools: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.pending = pending
         self.settle: Settle | None = settle
         self.refresh = refresh
+        self.tools = tools
         self.matched = False  # never: a stream may carry several answers
         self.outcome = ""
         self._refreshed: set[str] = set()
@@ -107,7 +112,17 @@ class ReplayMeter:
         if key not in self.pending and key not in self._refreshed:
             self._refreshed.add(key)
             self.pending = await self.refresh()
-        return key in self.pending
+        if key in self.pending:
+            return True
+        result = message.get("result")
+        if (
+            self.tools is not None
+            and isinstance(result, dict)
+            and isinstance(result.get("tools"), list)
+        ):
+            self.tools(message)  # not a pending call: `settle` finds nothing to bill
+            return True
+        return False
 
 
 async def _matches(meter: Meter | ReplayMeter, message: Any) -> bool:

@@ -159,6 +159,23 @@ class ManifestReview:
         )
 
     @property
+    def unapproved_notice(self) -> str:
+        """What the creator must do while no manifest was ever approved ("" once one was):
+        until then the gateway shows agents no tools and refuses every call."""
+        if self.approved_version is not None:
+            return ""
+        if not self.tools:
+            return (
+                "Agents see no tools from this server and every call is refused until Toolbooth "
+                "has discovered its tools and you approve them under “Tools agents see”."
+            )
+        return (
+            "Agents see none of this server's tools and every call is refused until you approve "
+            "them: review them under “Tools agents see” and approve (saving a price approves "
+            "them too)."
+        )
+
+    @property
     def warnings(self) -> int:
         return sum(len(t.findings) for t in self.tools)
 

@@ -615,7 +615,7 @@ def tool_changes_record(
     as reverted. Partial observations (a tools/list page the gateway saw) only add or update,
     and are merged into the listing's discovered manifest so the creator approves what agents
     were offered. One pending row per tool: a tool that changes again updates its row without
-    a new notification. The creator and admins are emailed once per new row, after commit.
+    a new notification. The creator and admins are emailed once per batch of new rows, after commit.
     """
     from gateway.toolscan import tool_scan
 
@@ -696,13 +696,13 @@ def tool_changes_record(
             )
             row.save()
             created.append(row)
+        if created:  # queued with the rows; sent after commit
+            tool_changes_notify(change_ids=[c.pk for c in created])
     if created:
-        ids = [c.pk for c in created]
         logger.warning(
             "gateway.tool_changes_detected",
-            extra={"listing_id": listing_id, "n": len(ids), "source": source},
+            extra={"listing_id": listing_id, "n": len(created), "source": source},
         )
-        transaction.on_commit(lambda: tool_changes_notify(change_ids=ids))
     return created
 
 
@@ -753,50 +753,27 @@ def tool_changes_drain(*, client: Any) -> int:
 
 
 def tool_changes_notify(*, change_ids: list[int]) -> int:
-    """Email the listing's owner and the staff about new tool changes (one email each per batch
-    of new rows; rows are created once, so nobody hears of a change twice). Returns emails sent.
-    The one place to move onto a notifications system when there is one."""
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.core.mail import send_mail
-    from django.urls import reverse
+    """Tell the listing's owner and active staff about new tool changes, through the
+    notifications app (gateway.notices.tool_manifest_changed_notify): one email per person and
+    batch of new rows, text and HTML, sent by Celery after commit. Called inside the
+    transaction that created the rows, so a rolled-back recording tells nobody; the batch is
+    named by its first row's id (rows are created once), so a repeated call queues nothing.
+    Returns the notifications queued."""
+    from gateway.notices import tool_manifest_changed_notify
 
-    from common.text import clean_text
-
-    changes = list(
-        ToolChange.objects.filter(pk__in=change_ids).select_related("listing", "listing__owner")
-    )
-    if not changes:
-        return 0
-    sent = 0
+    changes = list(ToolChange.objects.filter(pk__in=change_ids).order_by("listing_id", "name"))
     by_listing: dict[int, list[ToolChange]] = {}
     for change in changes:
         by_listing.setdefault(change.listing_id, []).append(change)
-    staff = list(
-        get_user_model()
-        .objects.filter(is_staff=True, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)[:50]
-    )
-    for rows in by_listing.values():
-        listing = rows[0].listing
-        page = settings.SITE_URL + reverse("ui:creator-listing", kwargs={"name": listing.name})
-        lines = [
-            f"The upstream of {listing.name} now serves tools that differ from the ones you "
-            "approved. Agents keep seeing the approved tools; the changed and new ones are "
-            "refused (and never billed) until they are approved again.",
-            "",
-        ]
+    queued = 0
+    for listing_id, rows in by_listing.items():
+        lines = []
         for row in rows:
             flagged = f", {len(row.findings)} warning(s)" if row.findings else ""
-            name = clean_text(row.name, max_length=100)
-            lines.append(f"- {name}: {row.get_kind_display().lower()}{flagged}")
-        lines += ["", f"Review the differences and approve them: {page}"]
-        body = "\n".join(lines)
-        subject = clean_text(f"Tools changed on {listing.name}: review needed", max_length=150)
-        owner_email = getattr(listing.owner, "email", "") if listing.owner_id else ""
-        for recipients in ([owner_email] if owner_email else [], staff):
-            if recipients:
-                send_mail(subject, body, None, recipients, fail_silently=False)
-                sent += 1
-    return sent
+            lines.append((row.name, f"{row.get_kind_display().lower()}{flagged}"))
+        queued += tool_manifest_changed_notify(
+            listing_id=listing_id,
+            changes=lines,
+            event_key=f"changes:{min(r.pk for r in rows)}",
+        )
+    return queued

@@ -62,3 +62,15 @@ def redis_client():
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def eager_celery():
+    """Celery runs tasks in-process when they are queued (as in the demo): a notification
+    queued on commit is sent at once, to whatever EMAIL_BACKEND points at (`smtp_inbox`)."""
+    from config.celery import app as celery_app
+
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before

@@ -152,11 +152,15 @@ def gateway(
 
 @pytest.fixture
 def hosted(transactional_db: None) -> Callable[..., str]:
-    """Create a listing served from a loopback upstream; returns its name."""
-    from tests.gateway.factories import HostedUpstreamFactory
+    """Create a listing served from a loopback upstream, its tools approved by its creator
+    (the scripted upstream's known tools, or what discovery finds on any other running
+    server); returns its name."""
+    from tests.gateway.factories import SCRIPTED_TOOLS, HostedUpstreamFactory, served_tools
 
     def make(port: int = SCRIPTED_PORT, secret: str = "") -> str:
-        up = HostedUpstreamFactory(url=f"http://127.0.0.1:{port}/mcp", secret=secret)
+        url = f"http://127.0.0.1:{port}/mcp"
+        tools = SCRIPTED_TOOLS if port == SCRIPTED_PORT else served_tools(url)
+        up = HostedUpstreamFactory(url=url, secret=secret, approved=tools)
         return up.listing.name
 
     return make

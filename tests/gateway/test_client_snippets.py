@@ -21,7 +21,7 @@ from gateway.models import UsageEvent
 from gateway.proxy import RECEIPT_KEY
 from tests.billing.factories import MeteredLicenseFactory
 from tests.gateway.conftest import MCP_PORT, PEERS, PORT_BASE, drain, start_gateway, stop
-from tests.gateway.factories import HostedUpstreamFactory
+from tests.gateway.factories import HostedUpstreamFactory, served_tools
 from web.clients import client_slug, client_snippets
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,7 +57,8 @@ async def _through_bridge(server: dict, home: Path, bin_dir: Path) -> dict:
 @pytest.mark.skipif(not MCP_REMOTE.exists(), reason="scripts/install-mcp-peers not run")
 @pytest.mark.skipif(shutil.which("npx") is None, reason="npx not installed")
 def test_claude_desktop_snippet_runs_through_mcp_remote(upstream_processes, tmp_path, settings):
-    up = HostedUpstreamFactory(url=f"http://127.0.0.1:{MCP_PORT}/mcp")
+    url = f"http://127.0.0.1:{MCP_PORT}/mcp"
+    up = HostedUpstreamFactory(url=url, approved=served_tools(url))
     name = up.listing.name
     lic = MeteredLicenseFactory(plan_price__plan__listing=up.listing, plan_price__per_call_amount=4)
     _, raw = api_key_create(license=lic)

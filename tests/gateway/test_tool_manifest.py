@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from django.core import mail
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -29,9 +28,12 @@ from gateway.discovery import upstream_tools_fetch
 from gateway.manifest import TOOL_CHANGES_KEY
 from gateway.models import ToolChange, ToolChangeKind, ToolChangeStatus, UsageEvent
 from gateway.services import tool_changes_drain, tool_manifest_approve
+from notifications.models import Notification, NotificationStatus
+from notifications.tasks import notification_send_task
 from tests.factories import UserFactory
 from tests.gateway.conftest import PORT_BASE, UPSTREAMS, drain, start, start_gateway, stop
 from tests.gateway.factories import HostedUpstreamFactory
+from tests.smtp import Inbox, parts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -88,16 +90,31 @@ async def _agent(url: str, key: str, calls: list[tuple[str, dict[str, Any]]]) ->
     return out
 
 
+def _send_queued() -> int:
+    """Run the send task of every queued notification, as the Celery worker would once the
+    recording committed (this test's Celery only enqueues, so discovery runs when the test
+    says). Returns how many were sent."""
+    pending = Notification.objects.filter(status=NotificationStatus.PENDING)
+    ids = list(pending.values_list("pk", flat=True))
+    for pk in ids:
+        notification_send_task.apply(args=[pk])
+    return Notification.objects.filter(pk__in=ids, status=NotificationStatus.SENT).count()
+
+
 def _quota_used(redis_client: Any, license_id: int) -> int:
     return sum(int(redis_client.get(k) or 0) for k in redis_client.keys(f"tb:q:{license_id}:*"))
 
 
 def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
-    guarded_gateway: str, switchable: str, seed_key: Any, redis_client: Any
+    guarded_gateway: str,
+    switchable: str,
+    seed_key: Any,
+    redis_client: Any,
+    smtp_inbox: Inbox,
 ) -> None:
     owner = UserFactory(email="creator@example.com")
     UserFactory(username="ops", email="ops@example.com", is_staff=True)
-    upstream = HostedUpstreamFactory(url=UPSTREAM_URL)
+    upstream = HostedUpstreamFactory(url=UPSTREAM_URL, approved=False)
     listing = upstream.listing
     listing.owner = owner
     listing.save(update_fields=["owner"])
@@ -162,8 +179,15 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     kinds = {f["kind"] for f in pending["lookup"].findings}
     assert {"hidden_instructions", "secrets_or_local_files"} <= kinds
     assert pending["lookup"].approved["description"] == "Look up the population of a city."
-    assert sorted(m.to[0] for m in mail.outbox) == ["creator@example.com", "ops@example.com"]
-    assert "lookup: changed" in mail.outbox[0].body
+    assert _send_queued() == 2  # the notifications app, through a real SMTP server
+    assert sorted(m["To"] for m in smtp_inbox.messages) == [
+        "creator@example.com",
+        "ops@example.com",
+    ]
+    text, html = parts(smtp_inbox.to("creator@example.com")[0])
+    assert "- lookup: changed since approval" in text
+    assert "- exfiltrate: new tool" in text
+    assert f"/creator/listings/{listing.name}/" in html
     assert tool_changes_drain(client=redis_client) == 0
 
     # Discovery (daily, or on save) sees the whole list: the removal too, the rest deduplicated.
@@ -173,7 +197,11 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     )
     assert pending_kinds == {"lookup": "changed", "exfiltrate": "added", "legacy": "removed"}
     assert ToolChange.objects.count() == 3
-    assert len(mail.outbox) == 4  # one more email each, for the removal only
+    assert _send_queued() == 2
+    assert len(smtp_inbox.messages) == 4  # one more email each, for the removal only
+    text, _html = parts(smtp_inbox.to("ops@example.com")[-1])
+    assert "- legacy: no longer listed" in text
+    assert "lookup" not in text
 
     # Another gateway process that never saw the tools/list refuses too (PostgreSQL's pending
     # change rides in the cached upstream config).
@@ -217,7 +245,7 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
 
 def test_approval_pins_only_what_the_creator_saw(switchable: str) -> None:
     owner = UserFactory()
-    upstream = HostedUpstreamFactory(url=UPSTREAM_URL)
+    upstream = HostedUpstreamFactory(url=UPSTREAM_URL, approved=False)
     listing = upstream.listing
     listing.owner = owner
     listing.save(update_fields=["owner"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core import mail
 from django.test import Client
 
 from gateway.manifest import manifest_build, manifest_hash, tool_hashes
@@ -20,8 +19,9 @@ from tests.billing.factories import ConnectAccountFactory, CreatorFactory
 from tests.factories import ListingFactory, UserFactory
 from tests.gateway.factories import HostedUpstreamFactory
 from tests.marketplace.test_pages import assert_no_inline_script_or_style
+from tests.smtp import Inbox
 
-pytestmark = pytest.mark.django_db(transaction=True)  # emails are sent on commit
+pytestmark = pytest.mark.django_db(transaction=True)  # notifications are sent on commit
 
 ORIGINAL = [
     {
@@ -72,12 +72,14 @@ def _hash_on(html: str) -> str:
 
 
 def test_creator_approves_with_prices_sees_the_diff_and_reapproves_in_one_click(
-    client: Client,
+    client: Client, eager_celery: None, smtp_inbox: Inbox
 ) -> None:
     creator = CreatorFactory()
     ConnectAccountFactory(creator=creator)
     listing = ListingFactory(owner=creator.user)
-    upstream = HostedUpstreamFactory(listing=listing, url="https://mcp.example.com/mcp")
+    upstream = HostedUpstreamFactory(
+        listing=listing, url="https://mcp.example.com/mcp", approved=False
+    )
     staff = UserFactory(username="ops", email="ops@example.com", is_staff=True, is_superuser=True)
     _discovered(upstream, ORIGINAL)
     client.force_login(creator.user)
@@ -85,6 +87,8 @@ def test_creator_approves_with_prices_sees_the_diff_and_reapproves_in_one_click(
 
     html = _page(client, listing.name)
     assert "Not approved yet:" in html
+    # Until the first approval the gateway shows agents no tools and refuses every call.
+    assert "Agents see none of this server&#x27;s tools and every call is refused" in html
     assert "Three-day forecast for a city." in html
     assert 'id="tools-warnings"' not in html
     # Saving prices approves exactly the list the page showed.
@@ -104,13 +108,16 @@ def test_creator_approves_with_prices_sees_the_diff_and_reapproves_in_one_click(
     first = ToolManifest.objects.get(listing=listing)
     assert {t["name"] for t in first.tools} == {"forecast", "ping"}
     assert first.approved_by == creator.user
-    assert 'name="manifest_hash"' not in _page(client, listing.name)  # nothing to approve
+    approved_page = _page(client, listing.name)
+    assert 'name="manifest_hash"' not in approved_page  # nothing to approve
+    assert "every call is refused" not in approved_page
 
     # The rug pull: forecast poisoned, ping removed, helper added.
     _discovered(upstream, RUGPULL)
     assert ToolChange.objects.filter(status=ToolChangeStatus.PENDING).count() == 3
-    assert {m.to[0] for m in mail.outbox} == {creator.user.email, "ops@example.com"}
-    assert len(mail.outbox) == 2
+    smtp_inbox.wait_for(2)  # through the notifications app and a real SMTP server
+    assert {m["To"] for m in smtp_inbox.messages} == {creator.user.email, "ops@example.com"}
+    assert len(smtp_inbox.messages) == 2
     html = _page(client, listing.name)
     assert 'id="tools-changed"' in html
     assert 'id="tools-warnings"' in html
@@ -158,13 +165,15 @@ def test_creator_approves_with_prices_sees_the_diff_and_reapproves_in_one_click(
     assert set(second.findings) == {"forecast", "helper"}
     assert not ToolChange.objects.filter(status=ToolChangeStatus.PENDING).exists()
     assert ToolChange.objects.filter(status=ToolChangeStatus.APPROVED).count() == 3
-    assert len(mail.outbox) == 2  # nobody is told twice
+    assert len(smtp_inbox.messages) == 2  # nobody is told twice
 
 
 def test_only_the_owner_approves(client: Client) -> None:
     creator = CreatorFactory()
     listing = ListingFactory(owner=creator.user)
-    upstream = HostedUpstreamFactory(listing=listing, url="https://mcp.example.com/mcp")
+    upstream = HostedUpstreamFactory(
+        listing=listing, url="https://mcp.example.com/mcp", approved=False
+    )
     _discovered(upstream, ORIGINAL)
     other = CreatorFactory()
     client.force_login(other.user)
