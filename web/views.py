@@ -534,6 +534,7 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
         elif section == "tools":
             _tools_approve(request, listing, with_prices=False)
             return redirect(here + "#tools")
+    review = tool_manifest_review(listing_id=listing.pk)
     context = {
         "listing": listing,
         "creator": creator,
@@ -552,11 +553,13 @@ def creator_listing_page(request: HttpRequest, name: str) -> HttpResponse:
             creator_id=creator.pk, listing_id=listing.pk
         ),
         "gateway_url": gateway_url(listing.name),
-        "tool_review": tool_manifest_review(listing_id=listing.pk),
+        "tool_review": review,
         "notice_days": settings.PRICE_INCREASE_NOTICE_DAYS,
         "fee_percent": settings.PLATFORM_FEE_BPS / 100,
         "payable": bool(getattr(creator, "connect", None) and creator.connect.is_payable),
     }
+    if review is not None and review.unapproved_notice:
+        messages.warning(request, review.unapproved_notice)  # the gateway refuses every call
     status = 400 if request.method == "POST" else 200
     return render(request, "web/creator_listing.html", context, status=status)
 
