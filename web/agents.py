@@ -364,7 +364,8 @@ def listing_markdown(offer: ListingOffer) -> str:
 def _reviews_markdown(listing: Listing) -> list[str]:
     """Popularity figures and the newest reviews; review text is people's words, made inert."""
     if listing.rating_count:
-        rating = f"{listing.rating_avg or 0:.1f} of 5 from {listing.rating_count} verified buyer"
+        buyers = count_format(listing.rating_count)
+        rating = f"{listing.rating_avg or 0:.1f} of 5 from {buyers} verified buyer"
         rating += "s" if listing.rating_count != 1 else ""
     else:
         rating = "no reviews yet"

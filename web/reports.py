@@ -20,6 +20,7 @@ from billing.models import Sale
 from gateway.health import UNHEALTHY_AFTER
 from gateway.health import error_text as health_error_text
 from gateway.models import HostedUpstream, UsageEvent, UsageOutcome
+from web.formatting import count_format
 
 USAGE_DAYS = 30
 HEALTH_WINDOW = timedelta(hours=24)
@@ -230,7 +231,7 @@ def upstream_health_get(*, listing_id: int, now: datetime | None = None) -> Heal
         return Health(state="unknown", label="No calls in the last 24 hours", last_ok_at=last_ok)
     ok_share = (calls - failures) / calls
     percent = f"{ok_share * 100:.1f}".rstrip("0").rstrip(".")
-    label = f"{percent}% of {calls} call{'s' if calls != 1 else ''} answered in 24 h"
+    label = f"{percent}% of {count_format(calls)} call{'s' if calls != 1 else ''} answered in 24 h"
     state = "ok" if ok_share >= 0.99 else "degraded" if ok_share >= 0.5 else "down"
     if failing:
         state = "down"
