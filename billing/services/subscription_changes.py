@@ -16,9 +16,12 @@ nothing is credited (`proration_behavior=none`: the lower price is billed from t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -248,16 +251,31 @@ def switch_options(*, license: License) -> list[tuple[Plan, PlanPrice, bool]]:
     return out
 
 
-@stripe_client.unavailable_as_error()
-def subscription_plan_switch(*, buyer: User, license_id: int, plan_id: int) -> SubscriptionChange:
-    """Move this license to another plan of the same listing, keeping its keys.
+@dataclass(frozen=True)
+class _Switch:
+    """A plan switch worked out from the subscription Stripe holds now (not yet sent)."""
 
-    Upgrade (a higher monthly price): now, charged at once for the rest of the period less the
-    old plan's unused part (`always_invoice`). Downgrade: the lower price is put on the
-    subscription now without proration, so the renewal bills it, and the license moves at the
-    period end (`effective_at`); until then the paid-for plan keeps working. Either way the
-    license moves in `subscription_sync` once Stripe shows the change.
-    """
+    license: License
+    row: CreatorSubscription
+    target: Plan
+    price: PlanPrice
+    upgrade: bool
+    items: list[dict[str, Any]]
+
+    def params(self, *, proration_date: int | None = None) -> dict[str, Any]:
+        """The `subscriptions.update` parameters; an upgrade previewed at `proration_date` is
+        sent with that same date, so Stripe's charge is the previewed one."""
+        params: dict[str, Any] = {
+            "items": self.items,
+            "proration_behavior": "always_invoice" if self.upgrade else "none",
+        }
+        if self.upgrade and proration_date is not None:
+            params["proration_date"] = proration_date
+        return params
+
+
+def _switch_plan(*, buyer: User, license_id: int, plan_id: int) -> _Switch:
+    """Check a switch is allowed and build its item changes from Stripe's current items."""
     lic, row = _subscription_license(buyer=buyer, license_id=license_id)
     target = Plan.objects.filter(
         pk=plan_id, listing_id=lic.listing_id, active=True, kind__in=RECURRING_KINDS
@@ -300,11 +318,140 @@ def subscription_plan_switch(*, buyer: User, license_id: int, plan_id: int) -> S
             items.append({"id": metered, "deleted": True})
         if new_metered and new_metered not in row.items:
             items.append({"price": new_metered})
+    return _Switch(license=lic, row=row, target=target, price=price, upgrade=upgrade, items=items)
+
+
+def _quote_digest(params: dict[str, Any]) -> str:
+    """A short fingerprint of the update a preview priced: confirming a different update (a
+    new price of the plan, other items on the subscription) is refused as stale."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# How long a preview's proration date may be used by the switch it priced.
+QUOTE_MAX_AGE = timedelta(minutes=15)
+
+
+class SwitchQuoteStale(ApplicationError):
+    """The previewed switch is no longer the one that would be sent (the plan's price or the
+    subscription changed, the preview is too old): show a fresh preview instead."""
+
+    def __init__(self, message: str = "The price shown is out of date.") -> None:
+        super().__init__(message, extra={"code": "quote_stale"})
+
+
+@dataclass(frozen=True)
+class SwitchQuote:
+    """What a plan switch costs, from Stripe's own preview of that exact update (amounts in
+    minor units of `currency`). An upgrade charges `amount_due` now: `charge` for the rest of
+    the period on the new plan less `credit` for the unused time of the old one, plus `usage`
+    (calls so far on an overage meter that goes away), less `balance_applied` from the
+    customer's credit balance. A downgrade charges nothing now and moves at `effective_at`.
+    Confirm with `subscription_plan_switch(..., proration_date=, quote_digest=)`."""
+
+    license: License
+    from_plan: Plan
+    to_plan: Plan
+    to_price: PlanPrice
+    upgrade: bool
+    currency: str
+    effective_at: datetime | None
+    renews_at: datetime | None
+    proration_date: int | None
+    amount_due: int
+    credit: int
+    charge: int
+    usage: int
+    balance_applied: int
+    digest: str
+
+
+@stripe_client.unavailable_as_error()
+def subscription_switch_preview(*, buyer: User, license_id: int, plan_id: int) -> SwitchQuote:
+    """Price a plan switch before it happens. An upgrade is previewed with Stripe's
+    `POST /v1/invoices/create_preview` (`subscription_details[items]`, `always_invoice` and a
+    `proration_date` of now), the same update `subscription_plan_switch` then sends with that
+    same date, so the charge equals the preview. A downgrade charges nothing now. Changes
+    nothing at Stripe but the plan's Stripe catalogue objects (made if missing)."""
+    sw = _switch_plan(buyer=buyer, license_id=license_id, plan_id=plan_id)
+    lic, row = sw.license, sw.row
+    at: int | None = None
+    amount_due = credit = charge = usage = balance_applied = 0
+    if sw.upgrade:
+        at = int(time.time())
+        params: Any = {
+            "subscription": row.stripe_subscription_id,
+            "subscription_details": sw.params(proration_date=at),
+        }
+        try:
+            inv = stripe_client.get_client().v1.invoices.create_preview(params=params).to_dict()
+        except stripe.InvalidRequestError as exc:
+            message = str(getattr(exc, "user_message", "") or exc)[:500]
+            raise ApplicationError(f"Stripe cannot price this switch: {message}") from exc
+        for line in (inv.get("lines") or {}).get("data") or []:
+            amount = int(line["amount"])
+            parent = (line.get("parent") or {}).get("subscription_item_details") or {}
+            if not parent.get("proration"):
+                usage += amount
+            elif amount < 0:
+                credit -= amount
+            else:
+                charge += amount
+        amount_due = int(inv["amount_due"])
+        balance_applied = max(int(inv["total"]) - amount_due, 0)
+    return SwitchQuote(
+        license=lic,
+        from_plan=lic.plan,
+        to_plan=sw.target,
+        to_price=sw.price,
+        upgrade=sw.upgrade,
+        currency=lic.plan.currency,
+        effective_at=(
+            datetime.fromtimestamp(at, tz=UTC) if at is not None else row.current_period_end
+        ),
+        renews_at=row.current_period_end,
+        proration_date=at,
+        amount_due=amount_due,
+        credit=credit,
+        charge=charge,
+        usage=usage,
+        balance_applied=balance_applied,
+        digest=_quote_digest(sw.params(proration_date=at)),
+    )
+
+
+@stripe_client.unavailable_as_error()
+def subscription_plan_switch(
+    *,
+    buyer: User,
+    license_id: int,
+    plan_id: int,
+    proration_date: int | None = None,
+    quote_digest: str = "",
+) -> SubscriptionChange:
+    """Move this license to another plan of the same listing, keeping its keys.
+
+    Upgrade (a higher monthly price): now, charged at once for the rest of the period less the
+    old plan's unused part (`always_invoice`), prorated at `proration_date` when a preview
+    priced it (`subscription_switch_preview`; `quote_digest` then must match the update
+    built now, else `SwitchQuoteStale`). Downgrade: the lower price is put on the
+    subscription now without proration, so the renewal bills it, and the license moves at the
+    period end (`effective_at`); until then the paid-for plan keeps working. Either way the
+    license moves in `subscription_sync` once Stripe shows the change.
+    """
+    sw = _switch_plan(buyer=buyer, license_id=license_id, plan_id=plan_id)
+    lic, row, target, upgrade, items = sw.license, sw.row, sw.target, sw.upgrade, sw.items
+    if proration_date is not None and upgrade:
+        now = timezone.now()
+        when = datetime.fromtimestamp(proration_date, tz=UTC)
+        if when > now or when < now - QUOTE_MAX_AGE:
+            raise SwitchQuoteStale("The price shown is too old.")
+        if row.current_period_start and when < row.current_period_start:
+            raise SwitchQuoteStale("A new billing period has started since the price was shown.")
+    params = sw.params(proration_date=proration_date)
+    if quote_digest and quote_digest != _quote_digest(params):
+        raise SwitchQuoteStale("The plan's price or your subscription changed.")
     kind = SubscriptionChangeKind.UPGRADE if upgrade else SubscriptionChangeKind.DOWNGRADE
-    params: dict[str, Any] = {
-        "items": items,
-        "proration_behavior": "always_invoice" if upgrade else "none",
-    }
     change = _change_open(
         row=row,
         kind=kind,

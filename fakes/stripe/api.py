@@ -1481,6 +1481,9 @@ class StripeApi:
             )
         inv["hosted_invoice_url"] = None
         inv["next_payment_attempt"] = end
+        if details and behavior != "none":
+            # Stripe sets it on previews of prorations: the time they were computed for.
+            inv["parent"]["subscription_details"]["subscription_proration_date"] = at
         return 200, strip_private(inv)
 
     # -- connect -------------------------------------------------------------------------------
