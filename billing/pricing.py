@@ -161,10 +161,11 @@ def tool_price_refusal(
 
 
 # The smallest amounts a plan may charge, in minor units. A license or monthly price below
-# Stripe's minimum charge ($0.50 in usd: https://docs.stripe.com/currencies#minimum-and-maximum-
-# charge-amounts) would be refused at checkout, so it is refused when the plan is saved; a call
-# costs at least one minor unit, because meters bill whole units. The form and the service both
-# ask `plan_amount_errors`, so the numbers and the words have one source.
+# Stripe's minimum charge ($0.50 in usd; the same 50 minor units is applied to every currency)
+# would be refused at checkout, so it is refused when the plan is saved; a call costs at least
+# one minor unit, because meters bill whole units. The form and the service both ask
+# `plan_amount_errors`, so the numbers and the words have one source.
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MIN_CHARGE_AMOUNT = 50
 MIN_PER_CALL_AMOUNT = 1
 
