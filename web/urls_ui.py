@@ -32,6 +32,11 @@ urlpatterns = [
         subscriptions.license_cancel_confirm,
         name="license-cancel",
     ),
+    path(
+        "me/licenses/<int:license_id>/switch/",
+        subscriptions.license_switch_confirm,
+        name="license-switch",
+    ),
     path("me/billing-portal/", subscriptions.billing_portal_open, name="billing-portal"),
     path("me/tokens/", tokens.tokens_page, name="tokens"),
     path("oauth/consent/<str:request_id>", consent.consent_page, name="oauth-consent"),

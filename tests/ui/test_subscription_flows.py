@@ -12,6 +12,7 @@ import pytest
 
 from billing.models import License, LicenseStatus, Sale
 from billing.services.plans import plan_create
+from common.money import money_format
 from tests.billing.conftest import Shop
 from tests.ui.conftest import SITE, Shots, new_page
 from tests.ui.test_browser_flows import _sign_up
@@ -51,9 +52,30 @@ def test_a_subscriber_switches_cancels_resumes_and_uses_the_portal(
     assert "$9.00" in page.locator("#sub-estimate").inner_text()
     shots(page, "30-subscription-active")
 
-    # Upgrade to Team now: prorated, charged at once; the license (and its keys) move.
+    # Switch plan first shows what the upgrade costs; Back changes nothing.
     page.get_by_label("Switch to").select_option(value=str(team.pk))
     page.get_by_role("button", name="Switch plan").click()
+    page.wait_for_url(re.compile(rf"/me/licenses/{lic.pk}/switch/\?plan={team.pk}$"))
+    assert page.locator("h1").inner_text() == "Upgrade from Pro to Team?"
+    charged = page.locator("#switch-amount strong").inner_text()
+    assert re.fullmatch(r"\$\d+\.\d\d", charged)
+    assert "for the rest of this period on Team" in page.locator("#switch-breakdown").inner_text()
+    assert "$29.00" in page.locator("#switch-renewal").inner_text()
+    assert f"{row.current_period_end:%Y-%m-%d}" in page.locator("#switch-renewal").inner_text()
+    shots(page, "30b-switch-upgrade-confirm")
+    page.get_by_role("link", name="Back").click()
+    page.wait_for_url(re.compile(r"/me/licenses/\d+/#subscription$"))
+    lic.refresh_from_db()
+    assert lic.plan == shop.subscription
+    assert Sale.objects.filter(buyer=lic.buyer, kind="invoice").count() == 1
+
+    # Upgrade to Team now: prorated, charged at once the amount shown; the license (and its
+    # keys) move.
+    page.get_by_label("Switch to").select_option(value=str(team.pk))
+    page.get_by_role("button", name="Switch plan").click()
+    page.wait_for_url(re.compile(r"/switch/\?plan="))
+    charged = page.locator("#switch-amount strong").inner_text()
+    page.get_by_role("button", name="Confirm switch").click()
     page.wait_for_url(re.compile(r"/me/licenses/\d+/#subscription$"))
     assert "charged now" in page.locator(".messages").inner_text()
     assert "Team" in page.locator("h1").inner_text()
@@ -63,6 +85,23 @@ def test_a_subscriber_switches_cancels_resumes_and_uses_the_portal(
     assert lic.plan == team
     assert fake_stripe.wait_for_webhooks(10)
     assert Sale.objects.filter(buyer=lic.buyer, kind="invoice").count() == 2  # first + proration
+    proration = Sale.objects.filter(buyer=lic.buyer, kind="invoice").order_by("-pk").first()
+    assert proration is not None
+    assert money_format(amount=proration.gross_amount, currency="usd") == charged
+
+    # A downgrade's page says when it takes effect and the new price; nothing is charged.
+    page.get_by_label("Switch to").select_option(value=str(shop.subscription.pk))
+    page.get_by_role("button", name="Switch plan").click()
+    page.wait_for_url(re.compile(r"/switch/\?plan="))
+    assert page.locator("h1").inner_text() == "Downgrade from Team to Pro?"
+    assert page.locator("#switch-amount").inner_text() == "$0.00"
+    assert (
+        page.locator("#switch-when").inner_text().startswith(f"{row.current_period_end:%Y-%m-%d}")
+    )
+    assert "$9.00" in page.locator("#switch-renewal").inner_text()
+    shots(page, "31b-switch-downgrade-confirm")
+    page.get_by_role("link", name="Back").click()
+    page.wait_for_url(re.compile(r"/me/licenses/\d+/#subscription$"))
 
     # Cancel at the period end, then take it back.
     page.get_by_role("button", name="Cancel at period end").click()
