@@ -80,6 +80,7 @@ def test_upgrade_with_always_invoice_bills_the_difference_at_once(client, fake_s
         }
     )
     assert preview.id.startswith("upcoming_in_")
+    assert preview["parent"]["subscription_details"]["subscription_proration_date"] == at
     credit, charge = (line["amount"] for line in preview["lines"]["data"])
     assert credit == -_expected(900, start, end, at)
     assert charge == _expected(2900, start, end, at)
