@@ -145,3 +145,90 @@ def test_dockerfile_copies_every_product_app_and_the_templates():
     missing = needed - copied
     assert not missing, f"Dockerfile does not COPY: {sorted(missing)}"
     assert not copied & {"demo", "fakes", "tests", ".env"}, "the image holds the product only"
+
+
+def _commands() -> dict[str, list[list[str]]]:
+    """Each service's command lines as argv lists: its command and its healthcheck's."""
+    out: dict[str, list[list[str]]] = {}
+    for name, svc in _compose()["services"].items():
+        lines: list[list[str]] = []
+        if isinstance(svc.get("command"), list):
+            lines.append([str(a) for a in svc["command"]])
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        if test[:1] == ["CMD"]:
+            lines.append([str(a) for a in test[1:]])
+        out[name] = lines
+    return out
+
+
+def test_every_python_target_the_compose_file_names_exists():
+    """A module, app or class renamed in the code but not in docker-compose.yml would only
+    show as a crash loop or a service that never turns healthy after a deploy; each target the
+    app services run (python -m X, manage.py, uvicorn X:Y, celery -A X, --scheduler X:Y) is
+    resolved here as the container would resolve it."""
+    import importlib
+    import importlib.util
+
+    def attribute(target: str) -> object:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    checked: set[str] = set()
+    for service, lines in _commands().items():
+        for argv in lines:
+            if argv[:2] == ["python", "-m"]:
+                spec = importlib.util.find_spec(argv[2])
+                assert spec is not None, f"{service}: no module {argv[2]}"
+                source = Path(spec.origin or "").read_text()
+                assert '__name__ == "__main__"' in source, f"{service}: {argv[2]} has no main"
+                checked.add(argv[2])
+            elif argv[:2] == ["python", "manage.py"]:
+                assert (ROOT / "manage.py").is_file()
+                checked.add("manage.py")
+            elif argv[:1] == ["uvicorn"]:
+                assert callable(attribute(argv[1])), f"{service}: {argv[1]}"
+                checked.add(argv[1])
+            elif argv[:1] == ["celery"]:
+                app = argv[argv.index("-A") + 1]
+                from celery import Celery
+
+                assert isinstance(importlib.import_module(f"{app}.celery").app, Celery)
+                checked.add(f"celery -A {app}")
+                if "--scheduler" in argv:
+                    scheduler = argv[argv.index("--scheduler") + 1]
+                    assert isinstance(attribute(scheduler), type), f"{service}: {scheduler}"
+                    checked.add(scheduler)
+    assert checked >= {
+        "common.healthcheck",
+        "config.beat",
+        "manage.py",
+        "config.asgi:application",
+        "celery -A config",
+        "config.beat:HeartbeatScheduler",
+    }
+
+
+def test_the_beat_healthcheck_command_tells_a_live_beat_from_a_stalled_one(tmp_path):
+    """The beat healthcheck exactly as compose runs it (its own argv, schedule path swapped for
+    a temporary one): healthy right after a tick, unhealthy without a heartbeat or with one
+    older than --max-age."""
+    import sys
+    import time
+
+    test = _compose()["services"]["beat"]["healthcheck"]["test"]
+    schedule = tmp_path / "celerybeat-schedule"
+    argv = [sys.executable, *test[2:]]
+    argv[argv.index(test[5])] = str(schedule)  # /app/var/celerybeat-schedule in the image
+
+    def exit_code() -> int:
+        run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        return run.returncode
+
+    assert exit_code() != 0  # never ticked
+    heartbeat = Path(f"{schedule}.heartbeat")
+    heartbeat.touch()
+    assert exit_code() == 0
+    max_age = float(test[test.index("--max-age") + 1])
+    stale = time.time() - max_age - 5
+    os.utime(heartbeat, (stale, stale))
+    assert exit_code() != 0
