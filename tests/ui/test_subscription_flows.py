@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from billing import stripe_client
 from billing.models import License, LicenseStatus, Sale
 from billing.services.plans import plan_create
 from common.money import money_format
@@ -102,6 +103,22 @@ def test_a_subscriber_switches_cancels_resumes_and_uses_the_portal(
     shots(page, "31b-switch-downgrade-confirm")
     page.get_by_role("link", name="Back").click()
     page.wait_for_url(re.compile(r"/me/licenses/\d+/#subscription$"))
+
+    # Stripe failing (500 to every try): the confirmation page says so with 503 + Retry-After
+    # and nothing changes. (A tab of its own: the browser logs the 503 on the console.)
+    for _ in range(stripe_client.MAX_NETWORK_RETRIES + 1):
+        fake_stripe.fail_next(f"/v1/subscriptions/{row.stripe_subscription_id}", "500")
+    outage = page.context.new_page()
+    response = outage.goto(f"/me/licenses/{lic.pk}/switch/?plan={shop.subscription.pk}")
+    assert response is not None
+    assert response.status == 503
+    assert response.headers["retry-after"] == str(stripe_client.PAYMENTS_RETRY_AFTER_SECONDS)
+    assert "Nothing was changed" in outage.locator("#switch-unavailable").inner_text()
+    assert outage.get_by_role("button", name="Confirm switch").count() == 0
+    shots(outage, "31c-switch-stripe-unavailable")
+    outage.close()
+    lic.refresh_from_db()
+    assert lic.plan == team
 
     # Cancel at the period end, then take it back.
     page.get_by_role("button", name="Cancel at period end").click()
