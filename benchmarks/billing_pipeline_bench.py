@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_bench import fresh_database, gateway_cmd, parse_wrk, redis_cmd, wait_port
+from gateway_bench import (
+    ADD_SCHEMA,
+    fresh_database,
+    gateway_cmd,
+    parse_wrk,
+    redis_cmd,
+    wait_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -76,7 +83,8 @@ def setup_database(customers: int) -> list[str]:
     )
     from billing.services.licenses import api_key_create, license_issue
     from billing.stripe_client import get_client
-    from gateway.models import HostedUpstream
+    from gateway.manifest import manifest_hash, tool_hashes
+    from gateway.models import HostedUpstream, ToolManifest
     from marketplace.models import Listing
 
     stripe = get_client()
@@ -94,6 +102,18 @@ def setup_database(customers: int) -> list[str]:
     creator = Creator.objects.create(user=owner, handle="bench")
     listing = Listing.objects.create(name="io.github.bench/billing", owner=owner)
     HostedUpstream.objects.create(listing=listing, url=f"http://127.0.0.1:{NOOP_PORT}/mcp")
+    # Its creator approved the tool (the gateway refuses every call of a listing whose tools
+    # were never approved: the rug-pull guard).
+    tools = [{"name": "add", "description": "Add two integers.", "inputSchema": ADD_SCHEMA}]
+    ToolManifest.objects.create(
+        listing=listing,
+        version=1,
+        manifest_hash=manifest_hash(tool_hashes(tools)),
+        tools=tools,
+        tool_hashes=tool_hashes(tools),
+        approved_by=owner,
+        approved_at=timezone.now(),
+    )
     plan = Plan.objects.create(
         listing=listing,
         kind=PlanKind.PER_CALL,
