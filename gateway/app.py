@@ -11,9 +11,10 @@ machine, twice the gateway's whole budget (ARCHITECTURE.md, issue 4 section 6). 
    non-JSON, arrays (batching was removed in 2025-06-18) and non-objects);
 3. admission in one Redis round trip (gateway.ratelimit): entitlement, listing, session
    binding, rate limit, quota, spend caps. Every invalid key gets the same 401 and body; a
-   tools/call of a tool outside the creator's approved manifest, or changed since, is admitted
-   as a plain request (nothing reserved) and refused -32602 (the rug-pull guard, checked in
-   process memory before admission);
+   tools/call of a tool outside the creator's approved manifest, or changed since, or of a
+   listing whose creator never approved one, is admitted as a plain request (nothing
+   reserved) and refused -32602 (the rug-pull guard, checked in process memory before
+   admission);
 4. one upstream request (gateway.proxy), streamed back; a tools/call is matched by id, billed
    only when its result has no `isError: true`, and recorded on the usage queue.
 """
