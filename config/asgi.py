@@ -11,14 +11,19 @@ it forwards lifespan to the gateway.
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 # Sync views run in a new thread per request here, so only a pool reuses database connections
 # (config/settings/base.py, DATABASE_POOL); set DATABASE_POOL=0 to connect per request.
 os.environ.setdefault("DATABASE_POOL", "1")
 
-django_application = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does first
+
+from config.django_asgi import SyncChainASGIHandler  # noqa: E402
+
+# Django's ASGIHandler, with its middleware chain run in one thread hop (config/django_asgi.py).
+django_application = SyncChainASGIHandler()
 
 from billing.webhooks import WebhookBodyLimit  # noqa: E402
 from gateway.app import GatewayApp  # noqa: E402  (needs the app registry loaded above)

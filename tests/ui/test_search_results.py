@@ -1,6 +1,7 @@
 """The search page as a buyer sees it: for "weather" the hosted Demo Weather comes first with
 its Hosted badge, "from $5.00 per month", its free plan and its use, above the registry's C#
-sample; a typo ("githb") still finds the GitHub server. Screenshots search-*.png."""
+sample; a typo ("githb") still finds the GitHub server and says it searched "github".
+Screenshots search-*.png."""
 
 from __future__ import annotations
 
@@ -68,5 +69,8 @@ def test_search_shows_hosted_first_with_price_badges_and_finds_typos(
     assert page.locator("ol.results > li .result__name").all_inner_texts() == [
         "io.github.github/github-mcp-server"
     ]
+    notice = page.get_by_test_id("corrected-query")
+    assert notice.inner_text() == "Showing results for github: no server matched “githb”."
+    assert page.locator("#results-heading").inner_text() == "1 server for “github”"
     shots(page, "search-typo")
     assert page.console_errors == []
