@@ -185,8 +185,11 @@ class Callback:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
-                callback.hits.append(query)
+                url = urlsplit(self.path)
+                if url.path != "/callback":  # the browser also asks for /favicon.ico
+                    self.send_error(404)
+                    return
+                callback.hits.append({k: v[0] for k, v in parse_qs(url.query).items()})
                 callback._event.set()
                 body = b"<!doctype html><title>Done</title><h1>You can close this tab</h1>"
                 self.send_response(200)
@@ -235,11 +238,28 @@ def callback(callback_server: Callback) -> Callback:
 def hosted_listing(upstream: str, *, title: str) -> Any:
     """A listing with an owner, served through the gateway from the demo upstream."""
     from tests.billing.factories import OwnedListingFactory
-    from tests.gateway.factories import HostedUpstreamFactory
 
     listing = OwnedListingFactory(title=title, description=f"{title}: an MCP server.")
-    HostedUpstreamFactory(listing=listing, url=upstream)
+    hosted_upstream(listing, upstream)
     return listing
+
+
+_served: dict[str, list[dict[str, Any]]] = {}
+
+
+def hosted_upstream(listing: Any, upstream: str) -> Any:
+    """Serve `listing` from `upstream`, its tools approved by the creator when the gateway asks
+    for an approved tool manifest (tests.gateway.factories.served_tools: real discovery, done
+    once per upstream; the tools of the demo upstream do not change)."""
+    from tests.gateway import factories
+
+    if not hasattr(factories, "served_tools"):  # a gateway without tool approval
+        return factories.HostedUpstreamFactory(listing=listing, url=upstream)
+    if upstream not in _served:
+        _served[upstream] = factories.served_tools(upstream)
+    return factories.HostedUpstreamFactory(
+        listing=listing, url=upstream, approved=_served[upstream]
+    )
 
 
 def metered_license(listing: Any, buyer: Any, *, per_call: int = 4) -> Any:
@@ -455,12 +475,64 @@ def connect(
     return Connection(client_id=client_id, resource=resource, tokens=answer.json())
 
 
-def mcp_call(name: str, access_token: str | None, *, tool: str = "add", rid: int = 1) -> Any:
-    """One tools/call through the gateway with a bearer credential (stateless, like test_auth)."""
+@dataclass
+class Reply:
+    """The gateway's answer to one MCP message (the JSON of a JSON or SSE response)."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+    def json(self) -> Any:
+        if self.headers.get("content-type", "").startswith("text/event-stream"):
+            data = [ln[5:].strip() for ln in self.text.splitlines() if ln.startswith("data:")]
+            return json.loads(data[-1])
+        return json.loads(self.text)
+
+
+def mcp_call(name: str, access_token: str | None, *, tool: str = "add") -> Reply:
+    """A tools/call through the gateway with a bearer credential, in a session of its own
+    (initialize, initialized, call: the demo upstream keeps sessions). The first answer that is
+    not a success is returned as it is (a 401 comes on initialize)."""
     from tests.gateway.conftest import post, rpc
 
+    def reply(response: httpx.Response) -> Reply:
+        return Reply(response.status_code, response.headers, response.text)
+
+    init = post(
+        SITE,
+        name,
+        rpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "oauth-tests", "version": "1"},
+            },
+        ),
+        access_token,
+    )
+    if init.status_code != 200:
+        return reply(init)
+    session = {"Mcp-Session-Id": init.headers.get("mcp-session-id", "")}
+    session["MCP-Protocol-Version"] = reply(init).json()["result"]["protocolVersion"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    done = post(SITE, name, note, access_token, session)
+    if done.status_code not in (200, 202):
+        return reply(done)
     args = {"a": 2, "b": 3} if tool == "add" else {"city": "Oslo"}
-    return post(SITE, name, rpc("tools/call", {"name": tool, "arguments": args}, rid), access_token)
+    call = rpc("tools/call", {"name": tool, "arguments": args}, 2)
+    return reply(post(SITE, name, call, access_token, session))
+
+
+def mcp_works(name: str, access_token: str) -> bool:
+    """Whether a tools/call with this credential is admitted and answered with a result."""
+    answer = mcp_call(name, access_token)
+    if answer.status_code != 200:
+        return False
+    body = answer.json()
+    assert "result" in body, f"admitted but failed: {body}"
+    return True
 
 
 # --- browser ---------------------------------------------------------------------------------
@@ -486,15 +558,19 @@ async def new_page(browser: Any) -> Any:
     context = await browser.new_context(viewport={"width": 1100, "height": 800})
     context.set_default_timeout(15_000)
     page = await context.new_page()
-    errors: list[str] = []
+    errors: list[str] = []  # on our pages: tests assert none
+    everywhere: list[str] = []  # (the fake Stripe's pages too): shown when a page gets stuck
 
     def on_console(msg: Any) -> None:
-        if msg.type == "error" and page.url.startswith(SITE):
-            errors.append(f"{page.url}: {msg.text}")
+        if msg.type == "error":
+            everywhere.append(f"{page.url}: {msg.text}")
+            if page.url.startswith(SITE):
+                errors.append(f"{page.url}: {msg.text}")
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
     page.console_errors = errors
+    page.all_console_errors = everywhere
     return page
 
 
@@ -513,4 +589,19 @@ async def browser_login(page: Any, username: str, screenshot: str | None = None)
     if screenshot:
         await shot(page, screenshot)
     await page.click('form:has(input[name="password"]) button[type="submit"]')
-    await page.wait_for_url(re.compile(r"/oauth/consent/"))
+    await expect_url(page, re.compile(r"/oauth/consent/"), "login")
+
+
+async def expect_url(page: Any, pattern: Any, name: str) -> None:
+    """Wait for the page to reach `pattern`; if it does not, save a screenshot `fail-<name>` and
+    fail with where the page is and what its console said (a CSP refusal shows up there)."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        await page.wait_for_url(pattern)
+    except PlaywrightTimeout:
+        await shot(page, f"oauth-fail-{name}")
+        raise AssertionError(
+            f"{name}: the page stayed at {page.url}, never reached {pattern}; "
+            f"console: {page.all_console_errors}"
+        ) from None

