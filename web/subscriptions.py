@@ -222,10 +222,11 @@ def license_switch_confirm(request: HttpRequest, license_id: int) -> HttpRespons
 
 
 def _switch_confirmed(request: HttpRequest, lic: License) -> HttpResponse:
-    """ "Confirm switch": the switch the page priced, with its proration date, or a fresh page
-    when that price no longer holds. Stripe unreachable: the page says so (503), nothing done;
-    pressing the button again sends the same request (same idempotency key)."""
+    """The confirmation page's button: the switch the page priced, with its proration date, or
+    a fresh page when that price no longer holds. Stripe unreachable: the page says so (503),
+    nothing done; pressing the button again sends the same request (same idempotency key)."""
     plan = request.POST.get("plan", "")
+    plan = plan if plan.isdigit() else ""
     try:
         data = signing.loads(
             request.POST.get("quote", ""),
