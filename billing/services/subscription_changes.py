@@ -11,8 +11,9 @@ The refund rule (also on the license page and in the README): cancelling now end
 once with no refund for the rest of the paid period (`prorate=false`); usage so far is billed
 at once (`invoice_now=true`). An upgrade is charged at once for the rest of the period, less the
 unused part of the old plan (`always_invoice`), the amount Stripe's preview showed the buyer first
-(`subscription_switch_preview`, same update, same `proration_date`); a downgrade takes effect at the period end, so
-nothing is credited (`proration_behavior=none`: the lower price is billed from the renewal).
+(`subscription_switch_preview`, same update, same `proration_date`); a downgrade takes effect at
+the period end, so nothing is credited (`proration_behavior=none`: the lower price is billed from
+the renewal).
 """
 
 from __future__ import annotations
