@@ -63,8 +63,11 @@ def test_claude_desktop_snippet_runs_through_mcp_remote(upstream_processes, tmp_
     lic = MeteredLicenseFactory(plan_price__plan__listing=up.listing, plan_price__per_call_amount=4)
     _, raw = api_key_create(license=lic)
     settings.SITE_URL = SITE
-    claude = next(s for s in client_snippets(name=name, gateway_url=f"{SITE}/mcp/{name}", key=raw))
-    assert claude.id == "claude"
+    snippets = client_snippets(name=name, gateway_url=f"{SITE}/mcp/{name}", key=raw)
+    # The connector URL (OAuth, no key) comes first; the key-based Claude Desktop config next.
+    assert [s.id for s in snippets][:2] == ["connector", "claude"]
+    assert snippets[0].text == f"{SITE}/mcp/{name}"
+    claude = snippets[1]
     server = json.loads(claude.text)["mcpServers"][client_slug(name)]
     assert server["command"] == "npx"
     assert server["args"][:2] == ["mcp-remote", f"{SITE}/mcp/{name}"]
