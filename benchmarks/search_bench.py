@@ -347,7 +347,8 @@ def start_server(db_name: str) -> subprocess.Popen[bytes]:
         **os.environ,
         "DATABASE_URL": f"{PG_BASE}/{db_name}",
         "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-        # Persistent connections, as production would run; 0 would add a connect per request.
+        # As docker-compose sets it. Under ASGI it keeps nothing (each request has a thread of its
+        # own); config/asgi.py pools connections instead (DATABASE_POOL, on unless set to 0).
         "DATABASE_CONN_MAX_AGE": os.environ.get("DATABASE_CONN_MAX_AGE", "60"),
     }
     proc = subprocess.Popen(

@@ -50,10 +50,11 @@ ORDERING_CHOICES = ("relevance", "name", "-updated", "-published")
 # Known registryType values; the facet itself is open (any token the registry sends).
 KNOWN_PACKAGE_TYPES = ("npm", "pypi", "oci", "nuget", "mcpb")
 NAME_MAX_LENGTH = 200
-# Above this many matches search ranks a bounded window (see _ranked_full_text); the API and
+# Above this many matches search ranks a bounded window (see _ranked_window); the API and
 # page count up to the same number (marketplace.pagination.SEARCH_COUNT_CAP).
 SEARCH_CANDIDATES = 1000
-# How many of the newest matches a common word ranks (see _ranked_full_text).
+# How many of the newest matches a common word ranks (see _ranked_window); at most
+# SEARCH_CANDIDATES (that many are read).
 SEARCH_WINDOW = SEARCH_CANDIDATES
 # A buyable listing beats a mirror entry matching the same way: ts_rank gives about 0.61 for one
 # name/title hit and 0.24 for one description hit, so +0.3 lifts a buyable title match over a
@@ -187,21 +188,21 @@ def _ranked(candidates: QuerySet[Listing], ts_query: SearchQuery) -> QuerySet[Li
     )
 
 
-def _ranked_full_text(base: QuerySet[Listing], ts_query: SearchQuery) -> QuerySet[Listing]:
+def _ranked_window(
+    base: QuerySet[Listing], matches: QuerySet[Listing], ts_query: SearchQuery, newest: list[int]
+) -> QuerySet[Listing]:
     """Matches of a common word ranked by relevance, buyability and use, over a bounded set.
 
     Ranking every match of a common word ("server" is in 80% of the catalogue) reads the whole
     table (~50 ms at 50,000 listings). Only the best SEARCH_CANDIDATES are reachable anyway
     (the count is capped the same way), so past that we rank the union of every buyable match
     (few, and the ones people can use here) and the newest SEARCH_WINDOW matches (a
-    maintained server beats an abandoned one; walking the `listing_updated` index stops after
-    them). An old mirror entry can fall out of a common
-    word's results; a second word brings it back.
+    maintained server beats an abandoned one; `newest`, read by walking the `listing_updated`
+    index). An old mirror entry can fall out of a common word's results; a second word brings
+    it back.
     """
-    matches = base.filter(search_vector=ts_query)
-    newest = matches.order_by(*_recent_first()).values("pk")[:SEARCH_WINDOW]
-    buyable = matches.filter(_buyable()).order_by().values("pk")[:SEARCH_WINDOW]
-    ids = list(newest.union(buyable).values_list("pk", flat=True))
+    buyable = matches.filter(_buyable()).order_by().values_list("pk", flat=True)[:SEARCH_WINDOW]
+    ids = list(dict.fromkeys([*newest[:SEARCH_WINDOW], *buyable]))
     return _ranked(base.filter(_id_in(ids)), ts_query)
 
 
@@ -267,20 +268,29 @@ def _full_text(
 ) -> ListingSearchResult | None:
     """Full-text matches of `text`, ranked or in `ordering`; None if nothing matches.
 
-    The matching ids are read once (up to one past SEARCH_CANDIDATES; the GIN index stops
-    there): their number is the count (capped like the paginator's) and the page works on
-    that list instead of matching again.
+    The matching ids are read once, up to one past SEARCH_CANDIDATES: their number is the count
+    (capped like the paginator's) and the page works on that list instead of matching again.
+    Ranked, they are the newest matches (`_recent_first`; for a rare word the GIN index finds
+    them and they are sorted, for a common one the planner walks the date index and stops), so
+    a common word needs no second pass to pick its window (`_ranked_window`).
     """
     ts_query = _full_text_query(text)
     matches = base.filter(search_vector=ts_query)
-    ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_CANDIDATES + 1])
-    if not ids:
-        return None
     if ordering and ordering != "relevance":
+        ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_CANDIDATES + 1])
+        if not ids:
+            return None
         return ListingSearchResult(_order(matches, ordering), known_count=len(ids))
-    if len(ids) > SEARCH_CANDIDATES:
-        return ListingSearchResult(_ranked_full_text(base, ts_query), known_count=len(ids))
-    return ListingSearchResult(_ranked(base.filter(_id_in(ids)), ts_query), known_count=len(ids))
+    newest = list(
+        matches.order_by(*_recent_first()).values_list("pk", flat=True)[: SEARCH_CANDIDATES + 1]
+    )
+    if not newest:
+        return None
+    if len(newest) > SEARCH_CANDIDATES:
+        ranked = _ranked_window(base, matches, ts_query, newest)
+    else:
+        ranked = _ranked(base.filter(_id_in(newest)), ts_query)
+    return ListingSearchResult(ranked, known_count=len(newest))
 
 
 def listing_search(
