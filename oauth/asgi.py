@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -17,8 +18,8 @@ from django.core.cache import cache
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.handlers.register import RegistrationHandler
-from mcp.server.auth.handlers.revoke import RevocationHandler
 from mcp.server.auth.handlers.token import TokenHandler
+from mcp.server.auth.middleware.client_auth import AuthenticationError
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.server.transport_security import (
@@ -31,11 +32,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router, request_response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.clientaddr import client_address, trusted_networks
 from oauth import services
-from oauth.provider import HashedSecretAuthenticator, TollboothProvider
+from oauth.provider import HashedSecretAuthenticator, TollboothProvider, requested_resource
 
 PRM_PREFIX = "/.well-known/oauth-protected-resource"
 AS_METADATA = "/.well-known/oauth-authorization-server"
@@ -55,6 +56,68 @@ def _cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
 
 def _limited(app: ASGIApp) -> ASGIApp:
     return RequestBodyLimitMiddleware(app, DEFAULT_MAX_REQUEST_BODY_SIZE)
+
+
+async def _revoke(request: Request) -> Response:
+    """RFC 7009 revocation. Ours rather than the SDK's handler, which requires a
+    `client_secret` field even from public clients (`token_endpoint_auth_method` none, what MCP
+    clients register), so they could not revoke. Revoking either token disconnects the client;
+    an unknown token is not an error (§2.2)."""
+    provider: Any = TollboothProvider()
+    try:
+        client = await HashedSecretAuthenticator(provider).authenticate_request(request)
+    except AuthenticationError as exc:
+        return JSONResponse({"error": "invalid_client", "error_description": exc.message}, 401)
+    form = await request.form()
+    token = form.get("token")
+    if not isinstance(token, str) or not token:
+        return JSONResponse({"error": "invalid_request", "error_description": "token missing"}, 400)
+    await sync_to_async(services.token_revoke)(client_id=client.client_id or "", token=token)
+    return JSONResponse({}, headers={"Cache-Control": "no-store"})
+
+
+class _TokenResource:
+    """Reads `resource` from a token request before the SDK's handler does, for the provider to
+    compare with the resource the code or refresh token was issued for (RFC 8707 §2.2; the
+    handler does not pass it on). The body is replayed to the handler unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        size = 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > DEFAULT_MAX_REQUEST_BODY_SIZE:
+                too_large = JSONResponse({"error": "invalid_request"}, status_code=413)
+                await too_large(scope, receive, send)
+                return
+        body = b"".join(chunks)
+        values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get("resource")
+        token = requested_resource.set(values[0] if values else None)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            requested_resource.reset(token)
 
 
 def _registration_throttled(app: ASGIApp) -> ASGIApp:
@@ -147,7 +210,9 @@ def build_router() -> Router:
         Route(
             "/oauth/token",
             _cors(
-                _limited(request_response(TokenHandler(provider, authenticator).handle)),
+                _TokenResource(
+                    _limited(request_response(TokenHandler(provider, authenticator).handle))
+                ),
                 ["POST", "OPTIONS"],
             ),
             methods=["POST", "OPTIONS"],
@@ -164,10 +229,7 @@ def build_router() -> Router:
         ),
         Route(
             "/oauth/revoke",
-            _cors(
-                _limited(request_response(RevocationHandler(provider, authenticator).handle)),
-                ["POST", "OPTIONS"],
-            ),
+            _cors(_limited(request_response(_revoke)), ["POST", "OPTIONS"]),
             methods=["POST", "OPTIONS"],
         ),
     ]

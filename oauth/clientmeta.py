@@ -86,6 +86,8 @@ async def document_fetch(url: str) -> dict[str, Any]:
         raise ClientDocumentError("The client's metadata document is not valid.") from exc
     if not meta.redirect_uris:
         raise ClientDocumentError("The client's metadata document lists no redirect_uris.")
+    if not meta.scope:  # like a registration without one: the default scope
+        meta.scope = " ".join(settings.OAUTH_SCOPES)
     return {**meta.model_dump(mode="json", exclude_none=True), "client_id": url}
 
 

@@ -11,6 +11,7 @@ import base64
 import hmac
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,6 +38,16 @@ from oauth.models import Client, Connection
 from oauth.models import RefreshToken as RefreshRow
 
 logger = logging.getLogger(__name__)
+
+# The `resource` of the token request being handled (set by `oauth.asgi._TokenResource`).
+requested_resource: ContextVar[str | None] = ContextVar("requested_resource", default=None)
+
+
+def _resource_matches(issued_for: str | None) -> None:
+    """A token request may name a resource only if it is the one the grant was issued for."""
+    asked = requested_resource.get()
+    if asked and (issued_for or "").rstrip("/") != asked.rstrip("/"):
+        raise TokenError("invalid_target", "The resource is not the one you were authorized for.")
 
 
 def _client_info(client: Client) -> OAuthClientInformationFull:
@@ -136,6 +147,7 @@ class TollboothProvider:
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
     ) -> OAuthToken:
+        _resource_matches(authorization_code.resource)
         try:
             issued = await sync_to_async(services.code_exchange)(
                 client_id=client.client_id or "", code=authorization_code.code
@@ -174,6 +186,7 @@ class TollboothProvider:
         refresh_token: RefreshToken,
         scopes: list[str],
     ) -> OAuthToken:
+        _resource_matches(refresh_token.resource)
         try:
             issued = await sync_to_async(services.refresh_exchange)(
                 client_id=client.client_id or "", refresh_token=refresh_token.token

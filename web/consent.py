@@ -10,9 +10,11 @@ metered like a key of that license.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -107,9 +109,45 @@ def consent_page(request: HttpRequest, request_id: str) -> HttpResponse:
         "error": error,
     }
     response = render(request, "web/oauth_consent.html", context, status=status)
+    response["Content-Security-Policy"] = _policy_allowing(req.redirect_uri)
     if status == 503:
         response["Retry-After"] = "30"
     return response
+
+
+_HOSTNAME = re.compile(r"^[a-z0-9.\-]+$")
+_IPV6 = re.compile(r"^[0-9a-f:.]+$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+_NEVER = frozenset({"javascript", "data", "blob", "filesystem"})
+
+
+def _policy_allowing(redirect_uri: str) -> str:
+    """The site's policy with the client's redirect target added to `form-action`: browsers
+    apply `form-action` to the redirects that follow a form submission too, so Allow's 302 to
+    the client (a loopback callback, claude.ai, a custom scheme) would be blocked. Only this
+    page, whose form answers this one client, gets it; a target we cannot write as a CSP
+    source safely is left out (the redirect is then blocked, never widened)."""
+    parts = urlsplit(redirect_uri)
+    scheme = parts.scheme.lower()
+    source = ""
+    try:
+        port = parts.port
+    except ValueError:
+        return settings.CONTENT_SECURITY_POLICY
+    host = parts.hostname or ""
+    if scheme in ("http", "https"):
+        if _HOSTNAME.match(host):
+            source = f"{scheme}://{host}"
+        elif _IPV6.match(host):
+            source = f"{scheme}://[{host}]"
+        if source and port:
+            source += f":{port}"
+    elif _SCHEME.match(scheme) and scheme not in _NEVER:
+        source = f"{scheme}:"  # a native app's private-use scheme (RFC 8252 §7.1)
+    policy = settings.CONTENT_SECURITY_POLICY
+    if not source:
+        return policy
+    return policy.replace("form-action 'self'", f"form-action 'self' {source}", 1)
 
 
 def _buy(request: HttpRequest, req: AuthorizationRequest) -> HttpResponse:
