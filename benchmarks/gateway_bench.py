@@ -10,6 +10,7 @@ upstream counts them), Redis commands per gateway call (a private redis-server),
 transactions during the gateway runs (warm keys: only the 5 s cache refills).
 
     .venv/bin/python benchmarks/gateway_bench.py [--seconds 5] [--skip-python] [--upstream-core 1]
+        [--credential key|token]
 
 Needs taskset, redis-server, PostgreSQL on 127.0.0.1:5432, wrk and nginx (installs wrk and
 nginx-light with apt-get when missing). Ports 18580-18589. Results also go to
@@ -163,8 +164,9 @@ def fresh_database(name: str, env: dict[str, str]) -> None:
     django.setup()
 
 
-def setup_database() -> dict[str, tuple[str, str]]:
-    """A fresh bench database with two hosted listings and one real key each."""
+def setup_database(credential: str = "key") -> dict[str, tuple[str, str]]:
+    """A fresh bench database with two hosted listings and one real key each, or (credential
+    "token") one OAuth connection each, calling with its access token."""
     fresh_database(DB_NAME, ENV)
     from django.contrib.auth import get_user_model
     from django.utils import timezone
@@ -228,7 +230,14 @@ def setup_database() -> dict[str, tuple[str, str]]:
             reason="bench",
             creator_subscription=sub,
         )
-        _, raw = api_key_create(license=lic)
+        if credential == "token":
+            from billing.services.licenses import access_token_issue, oauth_key_create
+
+            _, raw = access_token_issue(
+                key=oauth_key_create(license=lic, name="bench client"), seconds=86_400
+            )
+        else:
+            _, raw = api_key_create(license=lic)
         keys[label] = (listing.name, raw)
     return keys
 
@@ -310,6 +319,12 @@ def main() -> None:
         help="a diagnosis, not the benchmark: run the upstreams on another core (with wrk) to "
         "see how much sharing a core with them costs the gateway and nginx per call",
     )
+    parser.add_argument(
+        "--credential",
+        choices=("key", "token"),
+        default="key",
+        help="call with a license key (default) or an OAuth access token (same admission path)",
+    )
     args = parser.parse_args()
     nginx = ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="tb-gw-bench-"))
@@ -332,7 +347,7 @@ def main() -> None:
             redis_cmd(REDIS_PORT, tmp),
             REDIS_PORT,
         )
-        keys = setup_database()
+        keys = setup_database(args.credential)
         spawn(
             "upstream:noop",
             [str(BIN / "python"), "benchmarks/noop_upstream.py", "--port", str(NOOP_PORT)],
