@@ -37,6 +37,7 @@ from tests.gateway.conftest import start, stop, test_database_url
 from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 SITE_PORT, STRIPE_PORT, UPSTREAM_PORT, CIMD_PORT, CALLBACK_PORT, BRIDGE_PORT = range(18950, 18956)
+SCRIPTED_PORT = 18956
 SITE = f"http://127.0.0.1:{SITE_PORT}"
 CIMD = f"http://127.0.0.1:{CIMD_PORT}"
 CALLBACK = f"http://127.0.0.1:{CALLBACK_PORT}/callback"
@@ -70,6 +71,18 @@ def oauth_upstream() -> Iterator[str]:
         [sys.executable, "-m", "demo.upstream", "--port", str(UPSTREAM_PORT)], UPSTREAM_PORT
     )
     yield f"http://127.0.0.1:{UPSTREAM_PORT}/mcp"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def scripted_upstream() -> Iterator[str]:
+    """tests/gateway's scripted upstream: its `headers` tool answers with the request headers
+    it received (what the gateway forwarded)."""
+    from tests.gateway.conftest import UPSTREAMS
+
+    script = str(UPSTREAMS / "scripted_upstream.py")
+    proc = start([sys.executable, script, "--port", str(SCRIPTED_PORT)], SCRIPTED_PORT)
+    yield f"http://127.0.0.1:{SCRIPTED_PORT}/mcp"
     stop(proc)
 
 
@@ -146,7 +159,9 @@ def oauth_site(
         "CELERY_TASK_ALWAYS_EAGER": "1",
         # The upstream, and the loopback host of the client metadata documents (the contract:
         # an http://127.0.0.1 client_id is fetched only when its host:port is allowlisted).
-        "GATEWAY_UPSTREAM_ALLOWLIST": f"127.0.0.1:{UPSTREAM_PORT},127.0.0.1:{CIMD_PORT}",
+        "GATEWAY_UPSTREAM_ALLOWLIST": ",".join(
+            f"127.0.0.1:{port}" for port in (UPSTREAM_PORT, SCRIPTED_PORT, CIMD_PORT)
+        ),
         "GATEWAY_UPSTREAM_CACHE_SECONDS": "0.5",
         "GATEWAY_ENTITLEMENT_CACHE_SECONDS": str(ENTITLEMENT_CACHE_SECONDS),
         # Many refusals come from 127.0.0.1 on purpose: never 429 for them here.
@@ -248,18 +263,14 @@ _served: dict[str, list[dict[str, Any]]] = {}
 
 
 def hosted_upstream(listing: Any, upstream: str) -> Any:
-    """Serve `listing` from `upstream`, its tools approved by the creator when the gateway asks
-    for an approved tool manifest (tests.gateway.factories.served_tools: real discovery, done
-    once per upstream; the tools of the demo upstream do not change)."""
-    from tests.gateway import factories
+    """Serve `listing` from `upstream`, its tools approved by the creator (the gateway refuses
+    every call of a listing without an approved manifest). The tools are found by real discovery
+    once per upstream (the demo upstream's do not change)."""
+    from tests.gateway.factories import HostedUpstreamFactory, served_tools
 
-    if not hasattr(factories, "served_tools"):  # a gateway without tool approval
-        return factories.HostedUpstreamFactory(listing=listing, url=upstream)
     if upstream not in _served:
-        _served[upstream] = factories.served_tools(upstream)
-    return factories.HostedUpstreamFactory(
-        listing=listing, url=upstream, approved=_served[upstream]
-    )
+        _served[upstream] = served_tools(upstream)
+    return HostedUpstreamFactory(listing=listing, url=upstream, approved=_served[upstream])
 
 
 def metered_license(listing: Any, buyer: Any, *, per_call: int = 4) -> Any:
@@ -490,7 +501,13 @@ class Reply:
         return json.loads(self.text)
 
 
-def mcp_call(name: str, access_token: str | None, *, tool: str = "add") -> Reply:
+def mcp_call(
+    name: str,
+    access_token: str | None,
+    *,
+    tool: str = "add",
+    arguments: dict[str, Any] | None = None,
+) -> Reply:
     """A tools/call through the gateway with a bearer credential, in a session of its own
     (initialize, initialized, call: the demo upstream keeps sessions). The first answer that is
     not a success is returned as it is (a 401 comes on initialize)."""
@@ -520,8 +537,9 @@ def mcp_call(name: str, access_token: str | None, *, tool: str = "add") -> Reply
     done = post(SITE, name, note, access_token, session)
     if done.status_code not in (200, 202):
         return reply(done)
-    args = {"a": 2, "b": 3} if tool == "add" else {"city": "Oslo"}
-    call = rpc("tools/call", {"name": tool, "arguments": args}, 2)
+    if arguments is None:
+        arguments = {"a": 2, "b": 3} if tool == "add" else {"city": "Oslo"}
+    call = rpc("tools/call", {"name": tool, "arguments": arguments}, 2)
     return reply(post(SITE, name, call, access_token, session))
 
 

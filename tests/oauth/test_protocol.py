@@ -9,6 +9,7 @@ test_sdk_client.py and test_consent_buy.py)."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from tests.oauth.conftest import (
     redirect_query,
     refresh,
     register,
+    token,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -387,6 +389,76 @@ def test_token_for_listing_a_is_refused_at_listing_b(world: World) -> None:
     # Still refused after it has been admitted (and cached) at A a second time.
     assert mcp_works(world.a.name, access)
     assert mcp_call(world.b.name, access).status_code == 401
+
+
+def test_confidential_client_must_authenticate_at_the_token_endpoint(world: World) -> None:
+    reg = register(name="Confidential", auth_method="client_secret_post")
+    client_id, secret = reg["client_id"], reg["client_secret"]
+    resource = gateway_url(world.a.name)
+
+    def code() -> tuple[str, Pkce]:
+        pkce = Pkce()
+        started = authorize(world.browser, authorize_params(client_id, resource, pkce))
+        back = redirect_query(
+            consent(world.browser, location(started), license_id=world.license_a.pk)
+        )
+        return back["code"], pkce
+
+    def with_secret(grant: str, pkce: Pkce, client_secret: str) -> Any:
+        return token(
+            grant_type="authorization_code",
+            code=grant,
+            redirect_uri=CALLBACK,
+            client_id=client_id,
+            client_secret=client_secret,
+            code_verifier=pkce.verifier,
+            resource=resource,
+        )
+
+    without = exchange(*code(), client_id, resource)
+    assert without.status_code == 401, without.text[:300]
+    assert error_of(without) == "invalid_client"
+    wrong = with_secret(*code(), secret + "x")
+    assert wrong.status_code == 401
+    assert error_of(wrong) == "invalid_client"
+    right = with_secret(*code(), secret)
+    assert right.status_code == 200, right.text[:300]
+    assert mcp_works(world.a.name, right.json()["access_token"])
+
+
+def test_a_revoked_license_stops_its_tokens(world: World) -> None:
+    from billing.services.licenses import license_revoke
+
+    conn = _connected(world)
+    access = conn.tokens["access_token"]
+    assert mcp_works(world.a.name, access)
+    license_revoke(license_id=world.license_a.pk, reason="test")
+    _until(
+        lambda: mcp_call(world.a.name, access).status_code == 401,
+        ENTITLEMENT_CACHE_SECONDS + 1,
+        "an access token of a revoked license still works",
+    )
+    # A token refreshed after that is refused too (if a refresh is granted at all).
+    again = refresh(conn.tokens["refresh_token"], conn.client_id, conn.resource)
+    if again.status_code == 200:
+        assert mcp_call(world.a.name, again.json()["access_token"]).status_code == 401
+    else:
+        assert error_of(again) == "invalid_grant"
+
+
+def test_the_token_is_never_forwarded_upstream(world: World, scripted_upstream: str) -> None:
+    from tests.gateway.factories import HostedUpstreamFactory
+
+    echo = HostedUpstreamFactory(url=scripted_upstream).listing  # the scripted tools, approved
+    license_echo = metered_license(echo, world.buyer, per_call=1)
+    conn = _connected(world, echo, license_echo)
+    access = conn.tokens["access_token"]
+    answer = mcp_call(echo.name, access, tool="headers", arguments={})
+    assert answer.status_code == 200, answer.text[:300]
+    seen = {k.lower(): v for k, v in answer.json()["result"]["structuredContent"].items()}
+    assert "content-type" in seen, seen  # the upstream did echo what it received
+    assert "authorization" not in seen, seen.get("authorization")
+    assert "tbo_" not in json.dumps(seen)
 
 
 def test_access_token_expires(world: World) -> None:
