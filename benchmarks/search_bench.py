@@ -342,6 +342,10 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def start_server(db_name: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -480,9 +484,12 @@ def main() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
             for paths in kinds.values():  # warm-up: connections, plans, caches
                 measure(client, paths, min(len(paths), 10))
+            # One client, one request at a time, one server process: what is timed is the
+            # server's work on a request, never a queue. Other processes on the machine still
+            # take cores from it, so the load average is printed with the table.
             print(
                 f"\nlatency over {total} listings, {args.requests} sequential requests per kind "
-                f"(uvicorn, 1 worker, loopback, httpx):"
+                f"(uvicorn, 1 worker, loopback, httpx); load average before: {_load()}"
             )
             print(f"{'kind':28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
             for kind, paths in kinds.items():
@@ -491,6 +498,7 @@ def main() -> None:
                     f"{kind:28} {statistics.median(timings):8.1f} "
                     f"{percentile(timings, 95):8.1f} {max(timings):8.1f}"
                 )
+            print(f"load average after: {_load()}")
     finally:
         server.terminate()
         server.wait(timeout=10)
