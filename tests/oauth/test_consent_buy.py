@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.db import connections
 
 from billing.models import License
 from billing.services.creators import (
@@ -65,6 +66,17 @@ def _hosted_shop(oauth_stripe: Any, upstream: str) -> tuple[Any, Any]:
 
 
 async def _flow(
+    name: str, username: str, client_id: str, pkce: Pkce, callback: Callback, fake: Any
+) -> dict[str, Any]:
+    try:
+        return await _steps(name, username, client_id, pkce, callback, fake)
+    finally:
+        # Django keeps a connection per asyncio context: the one the ORM opened in this event
+        # loop would outlive the test and keep the test database from being dropped.
+        connections.close_all()
+
+
+async def _steps(
     name: str, username: str, client_id: str, pkce: Pkce, callback: Callback, fake: Any
 ) -> dict[str, Any]:
     seen: dict[str, Any] = {}
