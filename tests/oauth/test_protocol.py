@@ -10,6 +10,7 @@ test_sdk_client.py and test_consent_buy.py)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -248,6 +249,61 @@ def test_consent_needs_login_and_deny_answers_access_denied(world: World) -> Non
     )
 
 
+def _consent_url(world: World, listing: Any = None) -> str:
+    client_id = register()["client_id"]
+    resource = gateway_url((listing or world.a).name)
+    return location(authorize(world.browser, authorize_params(client_id, resource, Pkce())))
+
+
+def test_consent_refuses_a_license_that_is_not_the_buyers_or_not_this_listings(
+    world: World,
+) -> None:
+    stranger = metered_license(world.a, UserFactory(username="someone-else"))
+    for other in (stranger, world.license_b):
+        consent_url = _consent_url(world)
+        answer = consent(world.browser, consent_url, license_id=other.pk)
+        assert answer.status_code in (400, 403, 404), (other, answer.status_code)
+        assert "code=" not in answer.headers.get("location", "")
+        # The request is still open: the buyer can pick their own license.
+        back = redirect_query(consent(world.browser, consent_url, license_id=world.license_a.pk))
+        assert "code" in back
+
+
+def test_consent_is_answered_once_and_only_with_the_csrf_token(world: World) -> None:
+    consent_url = _consent_url(world)
+    page = world.browser.get(consent_url)
+    # Not framable (a framed Allow button could be clicked by a trick).
+    framing = page.headers.get("x-frame-options", "").upper()
+    assert framing in ("DENY", "SAMEORIGIN") or "frame-ancestors 'none'" in page.headers.get(
+        "content-security-policy", ""
+    )
+    forged = world.browser.post(
+        consent_url,
+        data={"license": str(world.license_a.pk), "action": "allow"},
+        headers={"Referer": consent_url},
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403, "a consent POST without the CSRF token was accepted"
+    back = redirect_query(consent(world.browser, consent_url, license_id=world.license_a.pk))
+    assert "code" in back
+    # Answered: the page is gone, and a replayed answer gets no second code.
+    again = world.browser.get(consent_url, follow_redirects=False)
+    assert again.status_code in (404, 410), again.status_code
+    token_field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token_field
+    replay = world.browser.post(
+        consent_url,
+        data={
+            "csrfmiddlewaretoken": token_field[1],
+            "license": str(world.license_a.pk),
+            "action": "allow",
+        },
+        headers={"Referer": consent_url},
+        follow_redirects=False,
+    )
+    assert "code=" not in replay.headers.get("location", ""), "a second code for one request"
+
+
 # --- token -----------------------------------------------------------------------------------
 
 
@@ -296,6 +352,24 @@ def test_wrong_code_verifier_and_code_reuse_are_invalid_grant(world: World) -> N
     again = exchange(back["code"], pkce, client_id, resource)
     assert again.status_code == 400
     assert error_of(again) == "invalid_grant"
+
+
+def test_token_redirect_uri_must_match_the_authorized_one(world: World) -> None:
+    client_id = register()["client_id"]
+    resource = gateway_url(world.a.name)
+    pkce = Pkce()
+    started = authorize(world.browser, authorize_params(client_id, resource, pkce))
+    back = redirect_query(consent(world.browser, location(started), license_id=world.license_a.pk))
+    other = token(
+        grant_type="authorization_code",
+        code=back["code"],
+        redirect_uri=CALLBACK + "/elsewhere",
+        client_id=client_id,
+        code_verifier=pkce.verifier,
+        resource=resource,
+    )
+    assert other.status_code == 400
+    assert error_of(other) in ("invalid_grant", "invalid_request")
 
 
 def test_token_resource_must_match_the_authorized_one(world: World) -> None:
