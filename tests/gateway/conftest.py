@@ -61,9 +61,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def start(
     cmd: list[str], port: int, env: dict[str, str] | None = None, stderr: object = None
 ) -> subprocess.Popen[bytes]:
+    """Start a server process and wait for its port. The port must be free first: otherwise
+    the wait would be answered by whatever already listens there (another fixture's server),
+    and the test would run against the wrong process."""
+    if not port_is_free(port):
+        raise RuntimeError(f"port {port} is already taken; two fixtures share it?")
     proc = subprocess.Popen(
         cmd,
         env={**os.environ, **(env or {})},

@@ -5,7 +5,7 @@ listings; a loopback server publishing Client ID Metadata Documents (its host:po
 allowlist, like the upstream's); and a loopback OAuth callback that records what a browser
 brings back.
 
-Ports 18950-18969 belong to these tests. Browsers are driven with Playwright's async API inside
+Ports 18960-18979 belong to these tests. Browsers are driven with Playwright's async API inside
 each test's own event loop (the mcp SDK's OAuth client is async and calls our redirect handler
 from inside its loop), so no Playwright event loop outlives a test.
 """
@@ -36,8 +36,8 @@ from fakes.stripe.server import FakeStripeServer
 from tests.gateway.conftest import start, stop, test_database_url
 from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
-SITE_PORT, STRIPE_PORT, UPSTREAM_PORT, CIMD_PORT, CALLBACK_PORT, BRIDGE_PORT = range(18950, 18956)
-SCRIPTED_PORT = 18956
+SITE_PORT, STRIPE_PORT, UPSTREAM_PORT, CIMD_PORT, CALLBACK_PORT, BRIDGE_PORT = range(18960, 18966)
+SCRIPTED_PORT = 18966
 SITE = f"http://127.0.0.1:{SITE_PORT}"
 CIMD = f"http://127.0.0.1:{CIMD_PORT}"
 CALLBACK = f"http://127.0.0.1:{CALLBACK_PORT}/callback"
