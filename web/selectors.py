@@ -25,7 +25,7 @@ from billing.selectors import (
     plans_for_listing,
 )
 from common.exceptions import NotFoundError
-from gateway.models import HostedUpstream
+from gateway.models import HostedUpstream, ToolManifest
 from marketplace.models import Listing
 from marketplace.selectors import (
     NO_OFFER,
@@ -174,6 +174,9 @@ class ListingOffer:
     hosted: bool
     plans: list[PlanOffer] = field(default_factory=list)
     tools: list[ToolOffer] = field(default_factory=list)
+    # Hosted, but its creator never approved a tool list: agents see no tools and every call
+    # is refused (the gateway's rug-pull guard), so the page says so rather than list any.
+    tools_awaiting_approval: bool = False
 
     @property
     def listing(self) -> Listing:
@@ -287,8 +290,9 @@ def _tool_offers(raw_tools: object, plans: list[PlanOffer]) -> list[ToolOffer]:
 def listing_offer_get(*, name: str) -> ListingOffer | None:
     """A listing with its active plans at their current prices and whether we host it.
 
-    3 (detail) + 1 (hosting, with the discovered tools) + 1 (plans) + 1 per plan (its newest
-    price) queries.
+    3 (detail) + 1 (hosting, with the discovered tools) + 1 (the approved tool names, when
+    hosted) + 1 (plans) + 1 per plan (its newest price) queries. Only approved tools are shown:
+    they are all agents see.
     """
     detail = listing_detail_get(name=name)
     if detail is None:
@@ -300,17 +304,37 @@ def listing_offer_get(*, name: str) -> ListingOffer | None:
             plans.append(_plan_offer(plan))
         except NotFoundError:
             continue  # a plan without any price version cannot be bought yet
-    hosting = (
+    discovered = (
         HostedUpstream.objects.filter(listing_id=listing.pk, enabled=True)
         .values_list("tools", flat=True)
         .first()
     )
+    hosted = discovered is not None
+    approved = _approved_names(listing.pk) if hosted else None
+    shown = [
+        t for t in discovered or [] if isinstance(t, dict) and t.get("name") in (approved or ())
+    ]
     return ListingOffer(
         detail=detail,
-        hosted=hosting is not None,
+        hosted=hosted,
         plans=plans,
-        tools=_tool_offers(hosting, plans) if hosting is not None else [],
+        tools=_tool_offers(shown, plans),
+        tools_awaiting_approval=hosted and approved is None,
     )
+
+
+def _approved_names(listing_id: int) -> frozenset[str] | None:
+    """The tool names of the creator's newest approved manifest (what agents may see and
+    call), or None when nothing was ever approved (agents then see no tools at all)."""
+    approved = (
+        ToolManifest.objects.filter(listing_id=listing_id)
+        .order_by("-version")
+        .values_list("tools", flat=True)
+        .first()
+    )
+    if approved is None:
+        return None
+    return frozenset(t["name"] for t in approved if isinstance(t, dict) and "name" in t)
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,8 +258,8 @@ def test_search_markdown_lists_matches_with_links(client, shop: Shop):
 
 
 def test_listing_offer_query_count(django_assert_num_queries, shop: Shop):
-    # detail (3) + plans (1) + newest price per plan (3) + hosting (1)
-    with django_assert_num_queries(8):
+    # detail (3) + plans (1) + newest price per plan (3) + hosting (1) + approved tools (1)
+    with django_assert_num_queries(9):
         offer = listing_offer_get(name=WEATHER)
     assert offer is not None
     assert [p.kind for p in offer.plans] == ["free", "per_call", "subscription"]

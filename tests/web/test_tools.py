@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 
 from gateway.models import HostedUpstream
+from tests.gateway.factories import manifest_approved
 from tests.web.agents_data import WEATHER, Shop, build_shop
 from web.catalog_mcp import get_listing_sync
 from web.selectors import listing_offer_get
@@ -22,12 +23,19 @@ TOOLS = [
     {"name": "admin_reset", "title": "", "description": "Resets everything."},
     {"name": "ping", "title": "", "description": ""},
 ]
+SECRET_TOO = [*TOOLS, {"name": "secret"}]
 
 
 @pytest.fixture
 def shop(db: None) -> Shop:
     shop = build_shop()
     HostedUpstream.objects.filter(listing=shop.listing).update(tools=TOOLS)
+    # The creator approved them (pages show only approved tools; "secret", which a test adds
+    # to the discovered list, is approved too).
+    manifest_approved(
+        listing=shop.listing,
+        tools=[{"name": t["name"], "inputSchema": {"type": "object"}} for t in SECRET_TOO],
+    )
     return shop
 
 
