@@ -33,6 +33,38 @@ class ClientDocumentError(ValueError):
     """The document could not be used; the message is safe to show."""
 
 
+# Schemes a browser would run or read rather than hand to an app (RFC 8252 §8.6, OAuth 2.1 §7.12).
+_REFUSED_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob", "about", "ftp"})
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def redirect_uri_error(uri: str) -> str | None:
+    """Why `uri` may not be a redirect URI, or None. MCP authorization (Communication security):
+    https, or http on a loopback host; a native app's private-use scheme (cursor://, vscode://,
+    RFC 8252 §7.1) is allowed too. Nothing with a fragment (RFC 6749 §3.1.2)."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if parts.fragment:
+        return f"{uri!r} has a fragment."
+    if scheme == "https":
+        return None if parts.hostname else f"{uri!r} has no host."
+    if scheme == "http":
+        if parts.hostname in _LOOPBACK_HOSTS:
+            return None
+        return f"{uri!r} is plain http; use https, or http on localhost for a local app."
+    if not scheme or scheme in _REFUSED_SCHEMES or scheme in ("ws", "wss"):
+        return f"{uri!r} is not a redirect URI an app can receive."
+    return None
+
+
+def redirect_uris_error(uris: list[str]) -> str | None:
+    """The first reason one of `uris` is refused, or None."""
+    for uri in uris:
+        if (error := redirect_uri_error(uri)) is not None:
+            return error
+    return None
+
+
 def is_document_client_id(client_id: str) -> bool:
     """A URL-shaped client_id: https with a path, or http on an allowlisted loopback host:port."""
     parts = urlsplit(client_id)
@@ -86,6 +118,8 @@ async def document_fetch(url: str) -> dict[str, Any]:
         raise ClientDocumentError("The client's metadata document is not valid.") from exc
     if not meta.redirect_uris:
         raise ClientDocumentError("The client's metadata document lists no redirect_uris.")
+    if (error := redirect_uris_error([str(u) for u in meta.redirect_uris])) is not None:
+        raise ClientDocumentError(error)
     if not meta.scope:  # like a registration without one: the default scope
         meta.scope = " ".join(settings.OAUTH_SCOPES)
     return {**meta.model_dump(mode="json", exclude_none=True), "client_id": url}

@@ -24,6 +24,7 @@ from mcp.server.auth.provider import (
     AuthorizationCode,
     AuthorizationParams,
     AuthorizeError,
+    RegistrationError,
     RefreshToken,
     TokenError,
 )
@@ -90,6 +91,9 @@ class TollboothProvider:
         return _client_info(client) if client is not None else None
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        uris = [str(u) for u in client_info.redirect_uris or []]
+        if (error := clientmeta.redirect_uris_error(uris)) is not None:
+            raise RegistrationError(error="invalid_redirect_uri", error_description=error)
         metadata = client_info.model_dump(mode="json", exclude_none=True)
         await sync_to_async(services.client_register)(
             client_id=client_info.client_id or "",

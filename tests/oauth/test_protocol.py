@@ -166,6 +166,34 @@ def test_dynamic_client_registration(oauth_live: str) -> None:
     assert error_of(bad) in ("invalid_redirect_uri", "invalid_client_metadata")
 
 
+@pytest.mark.parametrize(
+    "redirect_uri",
+    ["http://evil.example/callback", "javascript:alert(1)//", "data:text/html,hi"],
+)
+def test_registration_refuses_redirect_uris_that_are_not_https_or_loopback(
+    oauth_live: str, redirect_uri: str
+) -> None:
+    """MCP authorization (Communication security): every redirect URI is localhost or https
+    (a native app's own scheme, like cursor://, is allowed by RFC 8252 §7.1)."""
+    answer = httpx.post(
+        f"{SITE}/oauth/register",
+        json={
+            "client_name": "Plain http",
+            "redirect_uris": [redirect_uri],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 400, f"{redirect_uri} registered: {answer.text[:300]}"
+    assert error_of(answer) in ("invalid_redirect_uri", "invalid_client_metadata")
+
+
+def test_registration_accepts_loopback_https_and_app_schemes(oauth_live: str) -> None:
+    for uri in ("http://localhost:33418/cb", "https://claude.ai/api/mcp/auth_callback"):
+        assert register(redirect_uri=uri)["redirect_uris"] == [uri]
+    assert register(redirect_uri="cursor://anysphere.cursor-mcp/oauth/callback")["client_id"]
+
+
 # --- authorize -------------------------------------------------------------------------------
 
 
