@@ -252,8 +252,10 @@ def test_paused_upstream_is_not_contacted_and_tasks_are_idempotent(
 def test_discovered_hostile_tools_are_shown_escaped_with_their_prices(
     fake: FakeUpstream, client: DjangoClient
 ) -> None:
-    fake.pages = [[_tool("search", HOSTILE), _tool("admin"), _tool("ping", "Health check")]]
-    upstream = HostedUpstreamFactory(url=FAKE_URL)
+    tools = [_tool("search", HOSTILE), _tool("admin"), _tool("ping", "Health check")]
+    fake.pages = [tools]
+    # Approved as served: the page lists approved tools only (an approval shows the findings).
+    upstream = HostedUpstreamFactory(url=FAKE_URL, approved=tools)
     plan = PlanFactory(listing=upstream.listing, kind="per_call", name="Metered")
     PlanPriceFactory(
         plan=plan,

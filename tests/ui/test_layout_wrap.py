@@ -27,7 +27,9 @@ def _wide_listing() -> str:
         {"name": "tool_" + "n" * 120, "title": "z" * 100, "description": LONG},
         {"name": "ok", "title": "", "description": "short"},
     ]
-    HostedUpstreamFactory(listing=listing, tools=tools)
+    schema = {"inputSchema": {"type": "object"}}
+    approved = [{**tool, **schema} for tool in tools]  # pages show the approved tools only
+    HostedUpstreamFactory(listing=listing, tools=tools, approved=approved)
     for n in range(4):  # four plans: four price columns in the tools table
         PlanPriceFactory(plan__listing=listing, plan__name=f"Plan {n} " + "w" * 80)
     return listing.name
