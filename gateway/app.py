@@ -382,7 +382,7 @@ class Gateway:
         A listing whose creator never approved a manifest shows no tools at all (nothing is
         reported: there is nothing to compare with). Every tools/list result that passes the
         gateway comes here: a direct answer (JSON or SSE) and one replayed on a resumed GET
-        stream (`_Call._prices`)."""
+        stream, or one sent under another request's id on any stream (`_Call._prices`)."""
         approved = up.approved_hashes
         if approved is None:
             return []
@@ -1050,7 +1050,7 @@ class _Call:
                 proxy.watch_disconnect(receive, on_disconnect)
             )
             try:
-                await proxy.pump_sse(resp.chunks(gw.idle_timeout), send, meter)
+                await proxy.pump_sse(resp.chunks(gw.idle_timeout), send, meter, self._prices)
                 result = meter.outcome if meter is not None and meter.matched else fail
             except TimeoutError:
                 result = meter.outcome if meter is not None and meter.matched else "timeout"
@@ -1077,8 +1077,8 @@ class _Call:
             and not _jsonrpc_shaped(data)  # e.g. {"detail": "Not Found"}: not an MCP answer
         ):
             return await self._not_mcp(send, resp.status)
-        if meter is not None and resp.status == 200 and ctype.startswith("application/json"):
-            rewritten = await proxy.rewrite_json_body(data, meter)
+        if resp.status == 200 and ctype.startswith("application/json"):
+            rewritten = await proxy.rewrite_json_body(data, meter, self._prices)
             if rewritten is not None:
                 data = rewritten
         hdrs.append((b"content-length", str(len(data)).encode()))

@@ -7,8 +7,10 @@ cookies or Origin.
 
 Responses stream back unchanged (bytes, status, SSE events one by one) except the single
 JSON-RPC message that answers a metered request: a tools/call result gets its receipt in
-`result._meta`, a tools/list result gets prices and loses the tools the plan excludes. Only that
-message is re-encoded.
+`result._meta`, a tools/list result gets prices and loses the tools the plan excludes. A tools
+list sent under any other request's id, on any stream, is rewritten the same way (an upstream
+must not reach agents with unapproved tools by answering on the wrong stream). Only those
+messages are re-encoded.
 """
 
 from __future__ import annotations
@@ -158,13 +160,45 @@ def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def rewrite_json_body(body: bytes, meter: Meter | ReplayMeter) -> bytes | None:
-    """The body with our answer rewritten, or None when it does not contain it."""
+# A tools/list result that answers some other request: the hook that rewrites it (`_Call._prices`).
+Stray = Callable[[dict[str, Any]], Any]
+
+
+def _may_carry_tools(data: bytes) -> bool:
+    """Cheap pre-check before parsing a message we are not looking for: the key `tools`, or an
+    escape that could spell it (JSON allows `\\u0074ools`)."""
+    return b"tools" in data or b"\\u" in data
+
+
+def _guard_stray(message: Any, stray: Stray) -> bool:
+    """Rewrite in place any tools/list-shaped answer in `message` (an upstream may send a tools
+    list under another request's id, on another request's stream: the client matches answers
+    by id, so it must reach the client only as the creator approved it). True if one was."""
+    if isinstance(message, list):  # a batch (2025-03-26)
+        found = [_guard_stray(m, stray) for m in message]
+        return any(found)
+    if not isinstance(message, dict) or "method" in message:
+        return False
+    result = message.get("result")
+    if isinstance(result, dict) and isinstance(result.get("tools"), list):
+        stray(message)
+        return True
+    return False
+
+
+async def rewrite_json_body(
+    body: bytes, meter: Meter | ReplayMeter | None, stray: Stray | None = None
+) -> bytes | None:
+    """The body with our answer (or a stray tools list) rewritten, or None when it has neither."""
+    if meter is None and (stray is None or not _may_carry_tools(body)):
+        return None
     try:
         message = fastjson.loads(body)
     except ValueError:
         return None
-    if await _matches(meter, message):
+    if meter is not None and await _matches(meter, message):
+        return fastjson.dumps(message)
+    if stray is not None and _guard_stray(message, stray):
         return fastjson.dumps(message)
     return None
 
@@ -180,31 +214,55 @@ def _find_event_end(buf: bytes | bytearray, start: int) -> tuple[int, int]:
     return -1, 0
 
 
-async def rewrite_sse_event(event: bytes, meter: Meter | ReplayMeter) -> bytes | None:
-    """The event with our answer rewritten, or None when it is something else."""
+def _sse_message(event: bytes) -> tuple[list[bytes], bytes, Any] | None:
+    """(lines, newline, parsed data) of an SSE event whose data is JSON, else None."""
     newline = b"\r\n" if b"\r\n" in event else b"\n"
     lines = event.split(newline)
     data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
-    if not data or not data[0].startswith(b"{"):
+    if not data or not data[0].startswith((b"{", b"[")):
         return None
     try:
-        message = fastjson.loads(b"\n".join(data))
+        return lines, newline, fastjson.loads(b"\n".join(data))
     except ValueError:
         return None
-    if not await _matches(meter, message):
-        return None
-    encoded = fastjson.dumps(message)
+
+
+def _sse_encode(lines: list[bytes], newline: bytes, message: Any) -> bytes:
     kept = [ln for ln in lines if not ln.startswith(b"data:")]
-    return newline.join([*kept, b"data: " + encoded])
+    return newline.join([*kept, b"data: " + fastjson.dumps(message)])
+
+
+async def rewrite_sse_event(
+    event: bytes, meter: Meter | ReplayMeter | None, stray: Stray | None = None
+) -> bytes | None:
+    """The event with our answer (or a stray tools list) rewritten, or None when it has
+    neither."""
+    looking = meter is not None and not meter.matched
+    if not looking and (stray is None or not _may_carry_tools(event)):
+        return None
+    parsed = _sse_message(event)
+    if parsed is None:
+        return None
+    lines, newline, message = parsed
+    if looking and meter is not None and await _matches(meter, message):
+        return _sse_encode(lines, newline, message)
+    if stray is not None and _guard_stray(message, stray):
+        return _sse_encode(lines, newline, message)
+    return None
 
 
 async def pump_sse(
-    chunks: AsyncIterator[bytes], send: Send, meter: Meter | ReplayMeter | None
+    chunks: AsyncIterator[bytes],
+    send: Send,
+    meter: Meter | ReplayMeter | None,
+    stray: Stray | None = None,
 ) -> None:
-    """Forward SSE events one by one as they arrive; rewrite our answer when it passes."""
+    """Forward SSE events one by one as they arrive; rewrite our answer when it passes, and
+    any tools list answering another request (`stray`). With neither left to look for, the
+    rest passes through untouched."""
     buf = bytearray()
     async for chunk in chunks:
-        if meter is None or meter.matched:
+        if stray is None and (meter is None or meter.matched):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             continue
         buf += chunk
@@ -215,13 +273,13 @@ async def pump_sse(
             if end == -1:
                 break
             event = bytes(buf[start:end])
-            rewritten = None if meter.matched else await rewrite_sse_event(event, meter)
+            rewritten = await rewrite_sse_event(event, meter, stray)
             out += rewritten if rewritten is not None else event
             out += buf[end : end + sep]
             start = end + sep
         del buf[:start]
-        if meter.matched and buf:  # the rest passes through untouched
-            out += buf
+        if stray is None and meter is not None and meter.matched and buf:
+            out += buf  # the rest passes through untouched
             buf.clear()
         if out:
             await send({"type": "http.response.body", "body": bytes(out), "more_body": True})
@@ -246,6 +304,7 @@ __all__ = [
     "ReplayMeter",
     "Response",
     "ResponseTooLarge",
+    "Stray",
     "UnsafeUpstreamError",
     "UpstreamPool",
     "forward_headers",

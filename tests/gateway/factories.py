@@ -31,6 +31,7 @@ SCRIPTED_TOOL_NAMES = (
     "sse_error",
     "sse_silent",
     "redirect",
+    "stray_tools",
 )
 SCRIPTED_TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in SCRIPTED_TOOL_NAMES]
 

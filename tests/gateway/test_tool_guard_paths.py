@@ -5,7 +5,9 @@
   tools/call is refused with a JSON-RPC error and nothing is reserved or billed, until the
   creator approves what discovery found;
 - a tools/list answer replayed on a resumed GET stream (Last-Event-ID) is rewritten to the
-  approved manifest exactly like the direct answer.
+  approved manifest exactly like the direct answer;
+- a tools list an upstream sends under another request's id (on a tools/call's SSE stream, or
+  as the JSON answer to a ping) is rewritten the same way: the client matches answers by id.
 """
 
 from __future__ import annotations
@@ -210,3 +212,35 @@ def test_a_tools_list_answer_replayed_on_a_resumed_stream_shows_only_the_approve
     assert tools["add"]["description"] == "Add two integers (approved wording)."
     assert tools["add"]["_meta"][PRICE_KEY] == direct["result"]["tools"][0]["_meta"][PRICE_KEY]
     assert json.dumps(replayed["result"]) == json.dumps(direct["result"])
+
+
+def _stray_checks(msg: dict[str, Any]) -> None:
+    tools = _tools_of(msg)
+    assert "exfiltrate" not in tools  # never approved: dropped
+    assert tools["ok"].get("description") is None  # the approved copy, not the poisoned text
+    assert "IMPORTANT" not in json.dumps(msg)
+    assert tools["ok"]["_meta"][PRICE_KEY]["unit_amount"] >= 0  # priced like a direct answer
+
+
+def test_a_tools_list_sent_under_another_requests_id_shows_only_the_approved_tools(
+    gateway: str, hosted: Any, seed_key: Any, redis_client: Any
+) -> None:
+    name = hosted()
+    key = seed_key(name)
+
+    # On a tools/call's SSE stream: the stray list first, then the call's own answer.
+    call = rpc("tools/call", {"name": "stray_tools", "arguments": {"stray_id": 7}}, rid=3)
+    answer = post(gateway, name, call, key)
+    assert answer.status_code == 200, answer.text
+    messages = [m for m in map(message, sse_events(answer.text.splitlines())) if m is not None]
+    assert [m["id"] for m in messages] == [7, 3]
+    _stray_checks(messages[0])
+    assert messages[1]["result"]["_meta"]  # the call itself still carries its receipt
+
+    # As the JSON answer to a request that is not metered at all.
+    ping = post(gateway, name, rpc("ping", {"stray_id": 8}, rid=4), key)
+    assert ping.status_code == 200, ping.text
+    assert ping.json()["id"] == 8
+    _stray_checks(ping.json())
+    # The guard saw the poisoned `ok` and the new tool: both reported for the creator.
+    assert redis_client.hlen("tb:toolchg") >= 1
