@@ -34,7 +34,8 @@ from common.text import clean_text
 from gateway.crypto import identity_key, identity_sign, secret_decrypt
 from gateway.health import upstream_check_record
 from gateway.manifest import manifest_build, manifest_hash, tool_hashes
-from gateway.models import HostedUpstream, ToolChangeSource
+from gateway.models import HostedUpstream, ToolChangeSource, ToolManifest
+from gateway.notices import tools_awaiting_approval_notify
 from gateway.proxy import forward_headers
 from gateway.services import tool_changes_record
 from gateway.ssrf import UnsafeUpstreamError, check_addresses, check_upstream_url
@@ -272,5 +273,11 @@ def upstream_tools_fetch(*, listing_id: int) -> HostedUpstream:
             source=ToolChangeSource.DISCOVERY,
             complete=True,
         )
+        if manifest and not ToolManifest.objects.filter(listing_id=listing_id).exists():
+            tools_awaiting_approval_notify(
+                listing_id=listing_id,
+                names=[t["name"] for t in manifest],
+                manifest_hash=update["manifest_hash"],
+            )
     upstream.refresh_from_db()
     return upstream

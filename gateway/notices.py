@@ -109,3 +109,36 @@ def tool_manifest_changed_notify(
         )
         queued += row is not None
     return queued
+
+
+def tools_awaiting_approval_notify(*, listing_id: int, names: list[str], manifest_hash: str) -> int:
+    """Tell the owner that discovery found tools they have not approved while none ever were:
+    agents see no tools and every call is refused until they do (e.g. a listing hosted before
+    the rug-pull guard existed). Once per discovered manifest (`manifest_hash`). Not optional:
+    the listing is unusable until then."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    from common.text import clean_text
+    from marketplace.models import Listing
+    from notifications.services import notification_queue
+
+    listing = Listing.objects.filter(pk=listing_id).only("name", "owner_id").first()
+    if listing is None or listing.owner_id is None or not names:
+        return 0
+    page = settings.SITE_URL + reverse("ui:creator-listing", kwargs={"name": listing.name})
+    shown = [clean_text(n, max_length=100) for n in names[:10]]
+    row = notification_queue(
+        recipient_id=listing.owner_id,
+        kind=NotificationKind.TOOLS_AWAITING_APPROVAL,
+        event_key=f"unapproved:{listing_id}:{manifest_hash}",
+        context={
+            "listing_name": listing.name,
+            "count": len(names),
+            "names": shown,
+            "more": len(names) - len(shown),
+            "action_url": page,
+            "action_label": "Review and approve the tools",
+        },
+    )
+    return int(row is not None)

@@ -1,8 +1,9 @@
 """What each kind of email is: who it is for, whether people may turn it off, its subject.
 
 Receipts and security mails (a key was created or rotated), the notice of a price increase
-(its notice period is what makes the increase fair), failed payments, disputes and tool
-manifest changes (a possible rug-pull) always go out; the rest can be turned off on
+(its notice period is what makes the increase fair), failed payments, disputes, tool
+manifest changes (a possible rug-pull) and tools awaiting approval (agents see none until then)
+always go out; the rest can be turned off on
 /me/notifications/.
 """
 
@@ -68,6 +69,9 @@ KINDS: dict[str, KindSpec] = {
     ),
     K.TOOL_MANIFEST_CHANGED: KindSpec(
         CREATOR, False, "Tools of {{ listing_name }} changed: review needed"
+    ),
+    K.TOOLS_AWAITING_APPROVAL: KindSpec(
+        CREATOR, False, "{{ listing_name }}: approve its tools before agents can use them"
     ),
     K.DISPUTE_OPENED: KindSpec(CREATOR, False, "A payment for {{ listing_name }} was disputed"),
 }

@@ -27,6 +27,7 @@ class NotificationKind(models.TextChoices):
     PAYOUTS_ATTENTION = "payouts_attention", "Payouts need attention"
     UPSTREAM_UNHEALTHY = "upstream_unhealthy", "Upstream unhealthy"
     TOOL_MANIFEST_CHANGED = "tool_manifest_changed", "Tool manifest changed"
+    TOOLS_AWAITING_APPROVAL = "tools_awaiting_approval", "Tools awaiting approval"
     DISPUTE_OPENED = "dispute_opened", "Dispute opened"
 
 

@@ -29,6 +29,7 @@ from gateway.models import HostedUpstream
 from gateway.services import hosted_upstream_set
 from gateway.ssrf import UnsafeUpstreamError
 from gateway.tasks import hosted_upstream_tools_refresh_task, hosted_upstreams_tools_refresh_task
+from notifications.models import Notification, NotificationKind
 from tests.billing.factories import PlanFactory, PlanPriceFactory
 from tests.factories import ListingFactory, UserFactory
 from tests.gateway.conftest import start, stop
@@ -141,7 +142,10 @@ def test_saving_an_upstream_fetches_its_tools_from_the_real_demo_server(
     listing = ListingFactory(owner=owner)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         hosted_upstream_set(listing=listing, actor=owner, url=demo_upstream)
-    assert len(callbacks) == 1
+    # Discovery after commit, which queues the "approve your tools" mail (nothing approved yet).
+    assert len(callbacks) == 2
+    kinds = list(Notification.objects.filter(recipient=owner).values_list("kind", flat=True))
+    assert kinds == [NotificationKind.TOOLS_AWAITING_APPROVAL]
     upstream = HostedUpstream.objects.get(listing=listing)
     assert [t["name"] for t in upstream.tools] == ["forecast", "add", "fail"]
     assert upstream.tools[0]["description"].startswith("Tomorrow's forecast for a city")
@@ -280,3 +284,46 @@ def test_discovered_hostile_tools_are_shown_escaped_with_their_prices(
     assert "- `search`: \\<script\\>alert\\(1\\)\\</script\\>" in text
     assert "  - Metered: $0.03 per call" in text
     assert "- `ping`: Health check\n  - Metered: free" in text
+
+
+@pytest.mark.django_db(transaction=True)  # mail goes out on commit
+def test_tools_never_approved_are_mailed_to_the_owner_once_per_manifest(
+    fake: FakeUpstream, eager_celery: None, smtp_inbox: Any
+) -> None:
+    """A hosted listing whose creator never approved its tools is dark to agents (no tools,
+    every call refused): discovery tells the owner, once for each list of tools it finds."""
+    from tests.smtp import parts
+
+    owner = UserFactory(email="host@example.com")
+    upstream = HostedUpstreamFactory(
+        listing=ListingFactory(owner=owner), url=FAKE_URL, approved=False
+    )
+    fake.pages = [[_tool("search", "Search the docs."), _tool("fetch")]]
+    upstream_tools_fetch(listing_id=upstream.listing_id)
+    upstream_tools_fetch(listing_id=upstream.listing_id)  # the hourly refresh: same tools
+    smtp_inbox.wait_for(1)
+    (mail,) = smtp_inbox.messages
+    name = upstream.listing.name
+    assert mail["To"] == "host@example.com"
+    assert str(mail["Subject"]) == f"{name}: approve its tools before agents can use them"
+    text, html = parts(mail)
+    assert "serves 2 tools that you have not approved yet: search, fetch." in text
+    assert "every call is refused (nothing is billed)" in text
+    assert f"/creator/listings/{name}/" in html
+
+    fake.pages = [[_tool("search", "Search the docs."), _tool("fetch"), _tool("extra")]]
+    upstream_tools_fetch(listing_id=upstream.listing_id)  # a different list: one more mail
+    smtp_inbox.wait_for(2)
+    assert "serves 3 tools" in parts(smtp_inbox.messages[1])[0]
+
+    # Once approved, discovery mails nothing more of this kind.
+    from gateway.services import tool_manifest_approve
+
+    upstream.refresh_from_db()
+    tool_manifest_approve(
+        listing=upstream.listing, actor=owner, expected_hash=upstream.manifest_hash
+    )
+    fake.pages = [[_tool("search", "Search the docs.")]]
+    upstream_tools_fetch(listing_id=upstream.listing_id)
+    kinds = list(Notification.objects.values_list("kind", flat=True))
+    assert kinds.count(NotificationKind.TOOLS_AWAITING_APPROVAL) == 2
