@@ -23,6 +23,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from mcp.server.mcpserver import MCPServer
@@ -517,7 +518,8 @@ class CatalogApp:
     def __init__(self, fallback: ASGIApp | None = None) -> None:
         self.fallback = fallback
         self._running: _Running | None = None
-        self._streams: dict[str, int] = {}  # client address -> GET streams open in this process
+        # client address -> GET streams open in this process (the limit when the cache is down)
+        self._streams: dict[str, int] = {}
 
     def _new_manager(self) -> StreamableHTTPSessionManager:
         server = build_catalog_server()
@@ -605,16 +607,34 @@ class CatalogApp:
         else:
             await manager.handle_request(scope, receive, send)
 
+    async def _claim(self, address: str, limit: int) -> str | None:
+        """A stream slot for `address`: the cache key held while the stream is open, "" when
+        the cache cannot say (this process's own count decides then), None when all `limit`
+        slots are taken. Slots live in the shared cache (Redis in production), so the limit
+        holds across web processes; each expires a little after the longest stream may last,
+        so a process that dies holding one frees it by itself."""
+        ttl = int(settings.CATALOG_STREAM_MAX_SECONDS or 3600) + 30
+        try:
+            for slot in range(limit):
+                name = f"tb:catalog:stream:{address}:{slot}"
+                if await cache.aadd(name, 1, timeout=ttl):
+                    return name
+        except Exception:  # the cache being down must not close the catalogue
+            logger.warning("web.catalog_stream_slots_unavailable", exc_info=True)
+            return "" if self._streams.get(address, 0) < limit else None
+        return None
+
     async def _stream(
         self, manager: StreamableHTTPSessionManager, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """The GET stream, bounded: anyone may open it without a key, and it would otherwise
         stay open for ever (a stateless server never writes to it). At most
-        CATALOG_STREAMS_PER_ADDRESS per client address in this process (429 past it), each
-        ended after CATALOG_STREAM_MAX_SECONDS (SSE clients reconnect)."""
+        CATALOG_STREAMS_PER_ADDRESS per client address across all web processes (429 past
+        it), each ended after CATALOG_STREAM_MAX_SECONDS (SSE clients reconnect)."""
         address = client_address(scope, trusted_networks(settings.TRUSTED_PROXIES))
         limit: int = settings.CATALOG_STREAMS_PER_ADDRESS
-        if limit and self._streams.get(address, 0) >= limit:
+        slot = await self._claim(address, limit) if limit else ""
+        if slot is None:
             logger.warning("web.catalog_streams_refused", extra={"address": address})
             body = json.dumps(
                 {
@@ -660,6 +680,11 @@ class CatalogApp:
                 self._streams[address] = left
             else:
                 del self._streams[address]
+            if slot:
+                try:
+                    await cache.adelete(slot)
+                except Exception:  # it expires by itself
+                    logger.warning("web.catalog_stream_slot_release_failed", exc_info=True)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_stop() -> Message:

@@ -1,5 +1,6 @@
 """The anonymous /mcp-catalog GET stream is bounded in time and per client address, on the
-production ASGI app (config.asgi) under uvicorn. Clients get their own loopback addresses."""
+production ASGI app (config.asgi) under uvicorn, also across two web processes (the slots are
+in Redis). Clients get their own loopback addresses."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from django.conf import settings
 
 from tests.gateway.conftest import ROOT, stop, test_database_url, wait_port
 
-PORT = 18812
+PORT, SECOND_PORT = 18812, 18813
 MAX_SECONDS = 2.0
 PER_ADDRESS = 2
 
 
-@pytest.fixture(scope="module")
-def site(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+def _serve(port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
@@ -34,18 +34,34 @@ def site(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
         "CATALOG_STREAMS_PER_ADDRESS": str(PER_ADDRESS),
     }
     cmd = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
-    cmd += ["--port", str(PORT), "--no-access-log", "--log-level", "warning"]
+    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
-        wait_port(PORT, proc)
-        yield f"http://127.0.0.1:{PORT}"
-    finally:
+        wait_port(port, proc)
+    except Exception:
         stop(proc)
+        raise
+    return proc
 
 
-def open_stream(source: str) -> tuple[socket.socket, bytes]:
+@pytest.fixture(scope="module")
+def site(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    proc = _serve(PORT)
+    yield f"http://127.0.0.1:{PORT}"
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def second_site(site: str) -> Iterator[int]:
+    """Another web process of the same site (same database and Redis)."""
+    proc = _serve(SECOND_PORT)
+    yield SECOND_PORT
+    stop(proc)
+
+
+def open_stream(source: str, port: int = PORT) -> tuple[socket.socket, bytes]:
     """A GET stream from `source`; returns the socket and the response head."""
-    sock = socket.create_connection(("127.0.0.1", PORT), timeout=10, source_address=(source, 0))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     sock.sendall(
         b"GET /mcp-catalog HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
         b"MCP-Protocol-Version: 2025-06-18\r\n\r\n"
@@ -103,4 +119,22 @@ def test_streams_per_address_are_limited_and_each_ends_in_time(site: str):
     # Ended streams no longer count against the address.
     again, head5 = open_stream("127.0.0.2")
     assert head5.startswith(b"HTTP/1.1 200")
+    again.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_holds_across_web_processes(site: str, second_site: int) -> None:
+    first, head1 = open_stream("127.0.0.4")
+    second, head2 = open_stream("127.0.0.4", second_site)
+    assert head1.startswith(b"HTTP/1.1 200")
+    assert head2.startswith(b"HTTP/1.1 200")
+    for port in (PORT, second_site):  # each process has one open: together they have two
+        third, head3 = open_stream("127.0.0.4", port)
+        assert head3.startswith(b"HTTP/1.1 429"), head3
+        third.close()
+    for sock in (first, second):
+        read_to_end(sock)
+        sock.close()
+    again, head4 = open_stream("127.0.0.4", second_site)  # released when they ended
+    assert head4.startswith(b"HTTP/1.1 200")
     again.close()
