@@ -67,11 +67,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "gateway.tasks.tool_changes_drain_task",
         "schedule": 10.0,
     },
-    # Tools shown on listing pages: re-read from every enabled upstream once a day (a save of
-    # the upstream also refreshes its own list at once).
+    # Tools shown on listing pages: re-read from every enabled upstream every hour (a save of
+    # the upstream also refreshes its own list at once). Hourly because it is also the health
+    # check of an upstream nobody calls, and how a changed tool list is found without a call.
     "gateway-upstream-tools-refresh": {
         "task": "gateway.tasks.hosted_upstreams_tools_refresh_task",
-        "schedule": crontab(hour=4, minute=17),
+        "schedule": crontab(minute=17),
     },
     "gateway-usage-reconcile": {
         "task": "gateway.tasks.usage_reconcile_task",

@@ -190,7 +190,7 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     assert f"/creator/listings/{listing.name}/" in html
     assert tool_changes_drain(client=redis_client) == 0
 
-    # Discovery (daily, or on save) sees the whole list: the removal too, the rest deduplicated.
+    # Discovery (hourly, or on save) sees the whole list: the removal too, the rest deduplicated.
     refreshed = upstream_tools_fetch(listing_id=listing.pk)
     pending_kinds = dict(
         ToolChange.objects.filter(status=ToolChangeStatus.PENDING).values_list("name", "kind")

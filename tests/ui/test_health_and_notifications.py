@@ -109,7 +109,7 @@ def test_a_404_upstream_is_failing_everywhere_and_test_connection_says_why(
     expect(health).to_contain_text("Test connection: The upstream answered HTTP 404")
     shots(page, "30-creator-test-connection-404")
 
-    for _ in range(2):  # the daily tool discovery fails too: three failures in a row
+    for _ in range(2):  # the hourly tool discovery fails too: three failures in a row
         upstream_tools_fetch(listing_id=up.listing_id)
     page.goto(f"{SITE}/creator/listings/{up.listing.name}/")
     expect(health).to_contain_text("Failing")
