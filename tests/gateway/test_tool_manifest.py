@@ -121,6 +121,10 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     found = upstream_tools_fetch(listing_id=listing.pk)
     assert {t["name"] for t in found.manifest} == {"lookup", "convert", "legacy"}
     assert found.manifest_skipped == []
+    # Nothing approved yet: the owner is asked to approve (tests/gateway/test_discovery.py).
+    assert _send_queued() == 1
+    (ask,) = smtp_inbox.messages
+    assert "approve its tools" in str(ask["Subject"])
     approved = tool_manifest_approve(
         listing=listing, actor=owner, expected_hash=found.manifest_hash
     )
@@ -180,11 +184,11 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     assert {"hidden_instructions", "secrets_or_local_files"} <= kinds
     assert pending["lookup"].approved["description"] == "Look up the population of a city."
     assert _send_queued() == 2  # the notifications app, through a real SMTP server
-    assert sorted(m["To"] for m in smtp_inbox.messages) == [
+    assert sorted(m["To"] for m in smtp_inbox.messages[1:]) == [
         "creator@example.com",
         "ops@example.com",
     ]
-    text, html = parts(smtp_inbox.to("creator@example.com")[0])
+    text, html = parts(smtp_inbox.to("creator@example.com")[1])
     assert "- lookup: changed since approval" in text
     assert "- exfiltrate: new tool" in text
     assert f"/creator/listings/{listing.name}/" in html
@@ -198,7 +202,7 @@ def test_a_rug_pull_is_held_back_refused_unbilled_recorded_once_and_reapproved(
     assert pending_kinds == {"lookup": "changed", "exfiltrate": "added", "legacy": "removed"}
     assert ToolChange.objects.count() == 3
     assert _send_queued() == 2
-    assert len(smtp_inbox.messages) == 4  # one more email each, for the removal only
+    assert len(smtp_inbox.messages) == 5  # one more email each, for the removal only
     text, _html = parts(smtp_inbox.to("ops@example.com")[-1])
     assert "- legacy: no longer listed" in text
     assert "lookup" not in text
