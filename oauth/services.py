@@ -261,19 +261,25 @@ def _issue(connection: Connection) -> IssuedTokens:
     )
 
 
-def code_exchange(*, client_id: str, code: str) -> IssuedTokens:
-    """Trade a code for tokens, once. A second use of a code revokes the connection it made
-    (RFC 6749 §4.1.2: the code may have been stolen). PKCE and the redirect URI were checked
-    by the SDK's token handler before this is called."""
+def _spend_once(
+    model: type[AuthorizationCode] | type[RefreshToken],
+    *,
+    lookup: dict[str, str],
+    what: str,
+    reused_event: str,
+) -> IssuedTokens:
+    """Spend a one-time grant (a code or a refresh token) for a new pair of tokens. Presenting
+    a spent one again means two parties hold it, so the whole connection is revoked, in its
+    own transaction (the refusal must not roll the revocation back)."""
     with transaction.atomic():
         row = (
-            AuthorizationCode.objects.select_for_update()
+            model.objects.select_for_update()
             .select_related("connection__key", "connection__client")
-            .filter(code_hash=keys.key_hash(code), connection__client__client_id=client_id)
+            .filter(**lookup)
             .first()
         )
         if row is None or row.expires_at <= timezone.now():
-            raise InvalidGrant("The authorization code is unknown or has expired.")
+            raise InvalidGrant(f"The {what} is unknown or has expired.")
         connection = row.connection
         if row.used_at is None:
             if connection.revoked_at is not None or connection.key.revoked_at is not None:
@@ -281,37 +287,35 @@ def code_exchange(*, client_id: str, code: str) -> IssuedTokens:
             row.used_at = timezone.now()
             row.save(update_fields=["used_at"])
             return _issue(connection)
-    # Replayed: revoke in its own transaction (the refusal must not roll the revocation back).
-    logger.warning("oauth.code_reused", extra={"connection_id": connection.pk})
+    logger.warning(reused_event, extra={"connection_id": connection.pk})
     connection_revoke(connection_id=connection.pk)
-    raise InvalidGrant("The authorization code was already used.")
+    raise InvalidGrant(f"The {what} was already used.")
+
+
+def code_exchange(*, client_id: str, code: str) -> IssuedTokens:
+    """Trade a code for tokens, once; a second use revokes the connection it made (RFC 6749
+    §4.1.2: the code may have been stolen). PKCE and the redirect URI were checked by the
+    SDK's token handler before this is called."""
+    return _spend_once(
+        AuthorizationCode,
+        lookup={"code_hash": keys.key_hash(code), "connection__client__client_id": client_id},
+        what="authorization code",
+        reused_event="oauth.code_reused",
+    )
 
 
 def refresh_exchange(*, client_id: str, refresh_token: str) -> IssuedTokens:
-    """Rotate: the refresh token is spent and a new pair issued. Presenting a spent one again
-    means two parties hold it, so the whole connection is revoked (OAuth 2.1 §4.3.1)."""
-    with transaction.atomic():
-        row = (
-            RefreshToken.objects.select_for_update()
-            .select_related("connection__key", "connection__client")
-            .filter(
-                token_hash=keys.key_hash(refresh_token),
-                connection__client__client_id=client_id,
-            )
-            .first()
-        )
-        if row is None or row.expires_at <= timezone.now():
-            raise InvalidGrant("The refresh token is unknown or has expired.")
-        connection = row.connection
-        if row.used_at is None:
-            if connection.revoked_at is not None or connection.key.revoked_at is not None:
-                raise InvalidGrant("This connection was revoked.")
-            row.used_at = timezone.now()
-            row.save(update_fields=["used_at"])
-            return _issue(connection)
-    logger.warning("oauth.refresh_reused", extra={"connection_id": connection.pk})
-    connection_revoke(connection_id=connection.pk)
-    raise InvalidGrant("The refresh token was already used.")
+    """Rotate: the refresh token is spent and a new pair issued; presenting a spent one again
+    revokes the connection (OAuth 2.1 §4.3.1)."""
+    return _spend_once(
+        RefreshToken,
+        lookup={
+            "token_hash": keys.key_hash(refresh_token),
+            "connection__client__client_id": client_id,
+        },
+        what="refresh token",
+        reused_event="oauth.refresh_reused",
+    )
 
 
 def connection_revoke(*, connection_id: int) -> Connection:
