@@ -18,6 +18,7 @@ from django.views.decorators.http import require_safe
 
 from billing.models import ClaimStatus, Creator, ListingClaim
 from marketplace.models import Listing, ListingStatus
+from web.selectors import ListingCard, listing_cards
 
 CREATOR_MAX_LISTINGS = 200  # a page, not an export; the search has the rest
 
@@ -26,7 +27,7 @@ CREATOR_MAX_LISTINGS = 200  # a page, not an export; the search has the rest
 class CreatorProfile:
     creator: Creator
     since: datetime
-    listings: list[Listing]
+    listings: list[ListingCard]
     namespaces: list[str]
 
     @property
@@ -65,7 +66,7 @@ def creator_profile_get(*, handle: str) -> CreatorProfile | None:
     return CreatorProfile(
         creator=creator,
         since=creator.created_at,
-        listings=listings,
+        listings=listing_cards(listings),
         namespaces=sorted(namespaces),
     )
 

@@ -18,6 +18,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from marketplace.models import Listing, ListingStatus
 from marketplace.views import listing_search_page
+from web.selectors import ListingCard, listing_cards
 
 HOME_SECTION_SIZE = 6
 HOSTED_SECTIONS_CLEARED = b'\n<div id="home-hosted" hx-swap-oob="true"></div>\n'
@@ -25,9 +26,9 @@ HOSTED_SECTIONS_CLEARED = b'\n<div id="home-hosted" hx-swap-oob="true"></div>\n'
 
 @dataclass(frozen=True, slots=True)
 class HomeSections:
-    featured: list[Listing]
-    popular: list[Listing]
-    new: list[Listing]
+    featured: list[ListingCard]
+    popular: list[ListingCard]
+    new: list[ListingCard]
 
     @property
     def any(self) -> bool:
@@ -55,7 +56,12 @@ def home_sections_get(*, size: int = HOME_SECTION_SIZE) -> HomeSections:
     )
     seen += [listing.pk for listing in popular]
     new = list(_hosted().exclude(pk__in=seen).order_by("-created_at", "name")[:size])
-    return HomeSections(featured=featured, popular=popular, new=new)
+    cards = iter(listing_cards([*featured, *popular, *new]))
+    return HomeSections(
+        featured=[next(cards) for _ in featured],
+        popular=[next(cards) for _ in popular],
+        new=[next(cards) for _ in new],
+    )
 
 
 @require_safe

@@ -372,9 +372,14 @@ def listing_cards_search(
     results: QuerySet[Listing] = listing_search(
         q=q, transport=transport or None, price_model=price_model or None
     )
-    listings = list(results[:limit])
-    offers = listing_offer_summaries(listing_ids=[item.pk for item in listings])
+    return listing_cards(list(results[:limit]))
+
+
+def listing_cards(listings: list[Listing]) -> list[ListingCard]:
+    """Cards for `listings`, their offers read in one go (billing's summary provider)."""
+    offers = listing_offer_summaries(listing_ids=[listing.pk for listing in listings])
     return [
-        ListingCard(listing=item, hosted=offers[item.pk].hosted, offer=offers[item.pk])
-        for item in listings
+        ListingCard(listing=listing, hosted=offer.hosted, offer=offer)
+        for listing in listings
+        for offer in (offers.get(listing.pk, NO_OFFER),)
     ]

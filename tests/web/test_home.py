@@ -65,3 +65,29 @@ def test_a_query_or_htmx_gets_the_plain_search() -> None:
     assert 'id="popular"' not in partial
     assert partial.lstrip().startswith('<section id="results"')
     assert partial.rstrip().endswith('<div id="home-hosted" hx-swap-oob="true"></div>')
+
+
+def test_home_cards_show_the_price_and_hosted_badge_like_search_results() -> None:
+    from tests.billing.factories import PlanFactory, PlanPriceFactory
+
+    busy = _hosted("io.github.acme/busy", calls_30d=900)
+    PlanPriceFactory(plan=PlanFactory(listing=busy, kind="per_call"), per_call_amount=3)
+    html = Client().get("/").content.decode()
+    card = _section(html, "popular")
+    assert "Hosted" in card
+    assert "from $0.03 per call" in card
+    searched = Client().get("/?q=busy").content.decode()
+    assert "from $0.03 per call" in searched  # one function decides both
+
+
+def test_creator_profile_cards_show_the_price() -> None:
+    from billing.services.creators import creator_become
+    from tests.billing.factories import PlanFactory, PlanPriceFactory
+    from tests.factories import UserFactory
+
+    owner = UserFactory(username="acmeco")
+    busy = _hosted("io.github.acme/busy", calls_30d=900, owner=owner)
+    PlanPriceFactory(plan=PlanFactory(listing=busy, kind="per_call"), per_call_amount=3)
+    creator_become(user=owner, handle="acmeco")
+    html = Client().get("/creators/acmeco").content.decode()
+    assert "from $0.03 per call" in html
