@@ -1,8 +1,9 @@
 """The creator's and buyer's finishing touches (issue 12, section 5) in a real browser (Debian's
 chromium) against the site under uvicorn: the plan form shows only the chosen kind's inputs
-and refuses a price below the minimum in dollars, a plan summary shows its cap, the /creator/
-dashboard shows each hosted listing's health badge, a listing page lists the licenses the
-visitor already holds, and both usage CSV links download the calls.
+and refuses a price below the minimum in dollars, a plan summary shows its cap, "Stop selling"
+needs its confirmation box, the /creator/ dashboard shows each hosted listing's health badge, a
+listing page lists the licenses the visitor already holds, and both usage CSV links download
+the calls.
 
 Screenshots: 60-plan-form-subscription, 61-plan-form-per-call, 62-plan-form-error,
 63-plan-created, 64-creator-dashboard-badges, 65-listing-held-licenses, 66-license-csv-link.
@@ -141,6 +142,18 @@ def test_creator_plan_form_badges_held_licenses_and_csv_exports(
     expect(team).to_contain_text("$19.00 per month, stops at 10,000 calls a month")
     team.scroll_into_view_if_needed()
     shots(page, "63-plan-created")
+
+    # Stop selling asks first: without the box ticked the browser does not submit.
+    stop_selling = team.get_by_role("button", name=re.compile(r"^Stop selling"))
+    stop_selling.click()
+    expect(team.get_by_role("button", name=re.compile(r"^Stop selling"))).to_be_visible()
+    team.get_by_label(re.compile(r"Yes, stop selling")).check()
+    stop_selling.click()
+    team = page.locator("article.plan-admin", has_text="Team")
+    expect(team.get_by_role("button", name=re.compile(r"^Sell again"))).to_be_visible()
+    team.get_by_role("button", name=re.compile(r"^Sell again")).click()
+    team = page.locator("article.plan-admin", has_text="Team")
+    expect(team.get_by_role("button", name=re.compile(r"^Stop selling"))).to_be_visible()
 
     # The creator's CSV: every buyer's calls on the listing this month.
     rows = _download_csv(page, page.locator("#usage-export a").first)
