@@ -113,8 +113,9 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
         )
 
 
-def _tool_clean(raw: Any) -> dict[str, str] | None:
-    name = getattr(raw, "name", None)
+def tool_text(name: Any, title: Any, description: Any) -> dict[str, str] | None:
+    """A tool's name, title and description as pages show them (cleaned and bounded like all
+    upstream text), or None for a name that cannot be shown."""
     if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
         return None  # a truncated name would not be the tool's name any more
     name = clean_text(name, max_length=NAME_MAX)
@@ -122,9 +123,15 @@ def _tool_clean(raw: Any) -> dict[str, str] | None:
         return None
     return {
         "name": name,
-        "title": clean_text(getattr(raw, "title", None), max_length=TITLE_MAX),
-        "description": clean_text(getattr(raw, "description", None), max_length=DESCRIPTION_MAX),
+        "title": clean_text(title, max_length=TITLE_MAX),
+        "description": clean_text(description, max_length=DESCRIPTION_MAX),
     }
+
+
+def _tool_clean(raw: Any) -> dict[str, str] | None:
+    return tool_text(
+        getattr(raw, "name", None), getattr(raw, "title", None), getattr(raw, "description", None)
+    )
 
 
 async def tools_list_fetch(

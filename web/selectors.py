@@ -25,7 +25,9 @@ from billing.selectors import (
     plans_for_listing,
 )
 from common.exceptions import NotFoundError
+from gateway.discovery import tool_text
 from gateway.models import HostedUpstream, ToolManifest
+from gateway.selectors import tool_manifest_current
 from marketplace.models import Listing
 from marketplace.selectors import (
     NO_OFFER,
@@ -290,9 +292,9 @@ def _tool_offers(raw_tools: object, plans: list[PlanOffer]) -> list[ToolOffer]:
 def listing_offer_get(*, name: str) -> ListingOffer | None:
     """A listing with its active plans at their current prices and whether we host it.
 
-    3 (detail) + 1 (hosting, with the discovered tools) + 1 (the approved tool names, when
-    hosted) + 1 (plans) + 1 per plan (its newest price) queries. Only approved tools are shown:
-    they are all agents see.
+    3 (detail) + 1 (hosting, with the discovered tools) + 1 (the approved manifest, when
+    hosted) + 1 (plans) + 1 per plan (its newest price) queries. Tools are shown as agents see
+    them: the approved copies of the tools the upstream serves.
     """
     detail = listing_detail_get(name=name)
     if detail is None:
@@ -310,31 +312,30 @@ def listing_offer_get(*, name: str) -> ListingOffer | None:
         .first()
     )
     hosted = discovered is not None
-    approved = _approved_names(listing.pk) if hosted else None
-    shown = [
-        t for t in discovered or [] if isinstance(t, dict) and t.get("name") in (approved or ())
-    ]
+    current = tool_manifest_current(listing_id=listing.pk) if hosted else None
     return ListingOffer(
         detail=detail,
         hosted=hosted,
         plans=plans,
-        tools=_tool_offers(shown, plans),
-        tools_awaiting_approval=hosted and approved is None,
+        tools=_tool_offers(_approved_served(discovered, current), plans),
+        tools_awaiting_approval=hosted and current is None,
     )
 
 
-def _approved_names(listing_id: int) -> frozenset[str] | None:
-    """The tool names of the creator's newest approved manifest (what agents may see and
-    call), or None when nothing was ever approved (agents then see no tools at all)."""
-    approved = (
-        ToolManifest.objects.filter(listing_id=listing_id)
-        .order_by("-version")
-        .values_list("tools", flat=True)
-        .first()
-    )
-    if approved is None:
-        return None
-    return frozenset(t["name"] for t in approved if isinstance(t, dict) and "name" in t)
+def _approved_served(discovered: object, current: ToolManifest | None) -> list[dict[str, str]]:
+    """What agents are shown (the gateway's tools_guard): the approved copy of each tool the
+    upstream still serves, in its order; a tool never approved, or anything before a first
+    approval, is not shown. A changed description shows as approved, never as now served."""
+    if current is None or not isinstance(discovered, list):
+        return []
+    approved = {t["name"]: t for t in current.tools if isinstance(t, dict) and "name" in t}
+    shown = []
+    for served in discovered:
+        copy = approved.get(served.get("name")) if isinstance(served, dict) else None
+        text = copy and tool_text(copy["name"], copy.get("title"), copy.get("description"))
+        if text:
+            shown.append(text)
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
