@@ -175,7 +175,7 @@ def _guard_stray(message: Any, stray: Stray) -> bool:
     list under another request's id, on another request's stream: the client matches answers
     by id, so it must reach the client only as the creator approved it). True if one was."""
     if isinstance(message, list):  # a batch (2025-03-26)
-        found = [_guard_stray(m, stray) for m in message]
+        found = [_guard_stray(m, stray) for m in message]  # every one, not just the first
         return any(found)
     if not isinstance(message, dict) or "method" in message:
         return False

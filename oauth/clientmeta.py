@@ -34,7 +34,9 @@ class ClientDocumentError(ValueError):
 
 
 # Schemes a browser would run or read rather than hand to an app (RFC 8252 §8.6, OAuth 2.1 §7.12).
-_REFUSED_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob", "about", "ftp"})
+_REFUSED_SCHEMES = frozenset(
+    {"javascript", "data", "vbscript", "file", "blob", "about", "ftp", "ws", "wss"}
+)
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -52,7 +54,7 @@ def redirect_uri_error(uri: str) -> str | None:
         if parts.hostname in _LOOPBACK_HOSTS:
             return None
         return f"{uri!r} is plain http; use https, or http on localhost for a local app."
-    if not scheme or scheme in _REFUSED_SCHEMES or scheme in ("ws", "wss"):
+    if not scheme or scheme in _REFUSED_SCHEMES:
         return f"{uri!r} is not a redirect URI an app can receive."
     return None
 

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.app import UNAPPROVED_MESSAGE
 from gateway.discovery import upstream_tools_fetch
+from gateway.manifest import TOOL_CHANGES_KEY
 from gateway.models import UsageEvent
 from gateway.proxy import PRICE_KEY
 from gateway.services import tool_manifest_approve
@@ -214,12 +215,13 @@ def test_a_tools_list_answer_replayed_on_a_resumed_stream_shows_only_the_approve
     assert json.dumps(replayed["result"]) == json.dumps(direct["result"])
 
 
-def _stray_checks(msg: dict[str, Any]) -> None:
+def _stray_checks(msg: dict[str, Any], direct: dict[str, Any]) -> None:
+    """The stray list reads exactly like the direct tools/list answer for that tool."""
     tools = _tools_of(msg)
     assert "exfiltrate" not in tools  # never approved: dropped
     assert tools["ok"].get("description") is None  # the approved copy, not the poisoned text
     assert "IMPORTANT" not in json.dumps(msg)
-    assert tools["ok"]["_meta"][PRICE_KEY]["unit_amount"] >= 0  # priced like a direct answer
+    assert tools["ok"] == _tools_of(direct)["ok"]  # same copy, same price in `_meta`
 
 
 def test_a_tools_list_sent_under_another_requests_id_shows_only_the_approved_tools(
@@ -227,6 +229,8 @@ def test_a_tools_list_sent_under_another_requests_id_shows_only_the_approved_too
 ) -> None:
     name = hosted()
     key = seed_key(name)
+    direct = post(gateway, name, rpc("tools/list", {}, rid=1), key).json()
+    assert PRICE_KEY in _tools_of(direct)["ok"]["_meta"]
 
     # On a tools/call's SSE stream: the stray list first, then the call's own answer.
     call = rpc("tools/call", {"name": "stray_tools", "arguments": {"stray_id": 7}}, rid=3)
@@ -234,13 +238,13 @@ def test_a_tools_list_sent_under_another_requests_id_shows_only_the_approved_too
     assert answer.status_code == 200, answer.text
     messages = [m for m in map(message, sse_events(answer.text.splitlines())) if m is not None]
     assert [m["id"] for m in messages] == [7, 3]
-    _stray_checks(messages[0])
+    _stray_checks(messages[0], direct)
     assert messages[1]["result"]["_meta"]  # the call itself still carries its receipt
 
     # As the JSON answer to a request that is not metered at all.
     ping = post(gateway, name, rpc("ping", {"stray_id": 8}, rid=4), key)
     assert ping.status_code == 200, ping.text
     assert ping.json()["id"] == 8
-    _stray_checks(ping.json())
+    _stray_checks(ping.json(), direct)
     # The guard saw the poisoned `ok` and the new tool: both reported for the creator.
-    assert redis_client.hlen("tb:toolchg") >= 1
+    assert redis_client.hlen(TOOL_CHANGES_KEY) == 2

@@ -4,7 +4,6 @@ in Redis). Clients get their own loopback addresses."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.gateway.conftest import ROOT, stop, test_database_url, wait_port
+from tests.gateway.conftest import start, stop, test_database_url
 
 PORT, SECOND_PORT = 18812, 18813
 MAX_SECONDS = 2.0
@@ -25,7 +24,6 @@ PER_ADDRESS = 2
 
 def _serve(port: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
@@ -35,13 +33,7 @@ def _serve(port: int) -> subprocess.Popen[bytes]:
     }
     cmd = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-    except Exception:
-        stop(proc)
-        raise
-    return proc
+    return start(cmd, port, env)
 
 
 @pytest.fixture(scope="module")
